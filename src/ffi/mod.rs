@@ -1,0 +1,8 @@
+//! The C boundary. Each module converts between C and the core for one C object; none holds
+//! business logic.
+
+pub mod boundary;
+pub(crate) mod handle;
+pub mod result;
+pub mod store;
+pub mod version;

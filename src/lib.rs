@@ -1,0 +1,18 @@
+//! wmlicense: a local store of DRM content licenses with encrypted, asynchronous backup and
+//! restore, exposed to C through `include/wmlicense.h`.
+//!
+//! The core modules know nothing of C; `ffi` converts pointers, integers and errors at the
+//! boundary.
+
+pub mod crypto;
+pub mod error;
+pub mod fsutil;
+pub mod identity;
+pub mod license;
+pub mod paths;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use license::License;
+pub use store::Store;
+pub mod ffi;

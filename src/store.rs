@@ -1,0 +1,396 @@
+//! The license store: a directory holding a SQLite database and the store's device identity.
+
+use crate::crypto::{self, SecretSealer};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::identity::{DeviceIdentity, IDENTITY_FILE};
+use crate::license::{validate_key_id, License};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DB_FILE: &str = "licenses.db";
+/// How long a writer waits for another process's transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Schema migrations: entry `i` upgrades schema version `i` to `i + 1`. Append, never edit.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the first schema.
+    "CREATE TABLE meta (
+         name  TEXT PRIMARY KEY,
+         value BLOB NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE licenses (
+         key_id             BLOB PRIMARY KEY,
+         sealed_content_key BLOB NOT NULL,
+         title              TEXT,
+         rights             INTEGER NOT NULL,
+         play_count         INTEGER NOT NULL,
+         begin_date         INTEGER NOT NULL,
+         expiration_date    INTEGER NOT NULL,
+         issued_at          INTEGER NOT NULL
+     ) WITHOUT ROWID;",
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const COLUMNS: &str =
+    "key_id, sealed_content_key, title, rights, play_count, begin_date, expiration_date, issued_at";
+
+const UPSERT: &str = "INSERT INTO licenses (key_id, sealed_content_key, title, rights, play_count,
+        begin_date, expiration_date, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (key_id) DO UPDATE SET sealed_content_key = excluded.sealed_content_key,
+        title = excluded.title, rights = excluded.rights, play_count = excluded.play_count,
+        begin_date = excluded.begin_date, expiration_date = excluded.expiration_date,
+        issued_at = excluded.issued_at";
+
+/// Like UPSERT, but an existing license with `issued_at >=` the incoming one is kept.
+const UPSERT_IF_NEWER: &str = "INSERT INTO licenses (key_id, sealed_content_key, title, rights,
+        play_count, begin_date, expiration_date, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (key_id) DO UPDATE SET sealed_content_key = excluded.sealed_content_key,
+        title = excluded.title, rights = excluded.rights, play_count = excluded.play_count,
+        begin_date = excluded.begin_date, expiration_date = excluded.expiration_date,
+        issued_at = excluded.issued_at
+     WHERE excluded.issued_at > licenses.issued_at";
+
+/// An open license store.
+pub struct Store {
+    dir: PathBuf,
+    conn: Connection,
+    identity: DeviceIdentity,
+    sealer: SecretSealer,
+    lineage_id: [u8; 16],
+}
+
+impl Store {
+    /// True when `dir` holds a store (its database exists).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(DB_FILE).is_file()
+    }
+
+    /// Opens the store in `dir`, creating the directory and the store if needed.
+    pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_with(dir, true, None)
+    }
+
+    /// Opens an existing store; `Error::NotFound` when `dir` holds none.
+    pub fn open_existing(dir: &Path) -> Result<Store> {
+        Self::open_with(dir, false, None)
+    }
+
+    /// Creates a store that continues `lineage_id` (a store created by a restore).
+    pub fn create_with_lineage(dir: &Path, lineage_id: [u8; 16]) -> Result<Store> {
+        Self::open_with(dir, true, Some(lineage_id))
+    }
+
+    fn open_with(dir: &Path, create: bool, lineage: Option<[u8; 16]>) -> Result<Store> {
+        if !create && !Self::exists(dir) {
+            return Err(Error::NotFound(format!(
+                "there is no license store at {}",
+                dir.display()
+            )));
+        }
+        if create {
+            fsutil::create_private_dir_all(dir)
+                .map_err(|e| Error::store(format!("cannot create {}", dir.display()), e))?;
+        }
+        let identity = if create {
+            DeviceIdentity::load_or_create(dir)?
+        } else {
+            DeviceIdentity::load(dir)?
+        };
+        let db_path = dir.join(DB_FILE);
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(&db_path, flags)
+            .map_err(|e| Error::store(format!("cannot open {}", db_path.display()), e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Store(format!(
+                "{} cannot use write-ahead logging (journal mode {mode})",
+                db_path.display()
+            )));
+        }
+        // WAL + NORMAL: a process crash loses nothing committed; a power loss may lose the last
+        // commits but never leaves a half-applied one.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        migrate(&mut conn, lineage)?;
+        let lineage_id = read_lineage(&conn)?;
+        let sealer = SecretSealer::new(&identity.storage_key)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            conn,
+            identity,
+            sealer,
+            lineage_id,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.identity
+    }
+    pub fn lineage_id(&self) -> [u8; 16] {
+        self.lineage_id
+    }
+
+    /// Inserts the license, or replaces the one with the same key ID.
+    pub fn put(&mut self, license: &License) -> Result<()> {
+        self.put_many(std::slice::from_ref(license))
+    }
+
+    /// Inserts or replaces every license in one transaction: all or none.
+    pub fn put_many(&mut self, licenses: &[License]) -> Result<()> {
+        for l in licenses {
+            l.validate()?;
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(UPSERT)?;
+            for l in licenses {
+                let sealed = self.sealer.seal(&l.key_id, &l.content_key)?;
+                bind_and_run(&mut stmt, l, &sealed)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn get(&self, key_id: &[u8]) -> Result<License> {
+        validate_key_id(key_id)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM licenses WHERE key_id = ?1"))?;
+        let row = stmt
+            .query_row([key_id], |r| Ok(RawRow::read(r)))
+            .optional()?;
+        match row {
+            Some(raw) => raw?.into_license(&self.sealer),
+            None => Err(Error::NotFound("no license with that key ID".into())),
+        }
+    }
+
+    pub fn remove(&mut self, key_id: &[u8]) -> Result<()> {
+        validate_key_id(key_id)?;
+        let n = self
+            .conn
+            .execute("DELETE FROM licenses WHERE key_id = ?1", [key_id])?;
+        if n == 0 {
+            return Err(Error::NotFound("no license with that key ID".into()));
+        }
+        Ok(())
+    }
+
+    pub fn count(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM licenses", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Streams every license, in key-ID order, from one consistent snapshot. `visit` returns
+    /// `Ok(false)` to stop early.
+    pub fn for_each(&self, visit: impl FnMut(&License) -> Result<bool>) -> Result<()> {
+        for_each_in(&self.conn, &self.sealer, visit)
+    }
+
+    /// Runs `f` inside one read transaction: everything it reads comes from the same snapshot,
+    /// whatever other connections commit meanwhile.
+    pub fn read_snapshot<R>(&mut self, f: impl FnOnce(&Snapshot<'_>) -> Result<R>) -> Result<R> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let snap = Snapshot {
+            conn: &tx,
+            sealer: &self.sealer,
+        };
+        let r = f(&snap)?;
+        tx.commit()?;
+        Ok(r)
+    }
+
+    /// Runs `f` inside one write transaction. It commits only when `f` returns `Ok((_, true))`;
+    /// an error or `Ok((_, false))` rolls every change back.
+    pub fn import<R>(&mut self, f: impl FnOnce(&Importer<'_>) -> Result<(R, bool)>) -> Result<R> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let imp = Importer {
+            conn: &tx,
+            sealer: &self.sealer,
+        };
+        let (r, commit) = f(&imp)?;
+        if commit {
+            tx.commit()?;
+        } else {
+            tx.rollback()?;
+        }
+        Ok(r)
+    }
+}
+
+/// A consistent read view of a store (see [`Store::read_snapshot`]).
+pub struct Snapshot<'a> {
+    conn: &'a Connection,
+    sealer: &'a SecretSealer,
+}
+
+impl Snapshot<'_> {
+    /// (all licenses, licenses that may be backed up)
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        let (all, backup): (i64, i64) = self.conn.query_row(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE rights & ?1 != 0) FROM licenses",
+            [crate::license::RIGHT_BACKUP],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((all as u64, backup as u64))
+    }
+
+    pub fn for_each(&self, visit: impl FnMut(&License) -> Result<bool>) -> Result<()> {
+        for_each_in(self.conn, self.sealer, visit)
+    }
+}
+
+/// Writes licenses inside an import transaction (see [`Store::import`]).
+pub struct Importer<'a> {
+    conn: &'a Connection,
+    sealer: &'a SecretSealer,
+}
+
+impl Importer<'_> {
+    /// Writes `license` unless the store holds a copy with `issued_at >=` its own.
+    /// Returns whether it was written.
+    pub fn put_if_newer(&self, license: &License) -> Result<bool> {
+        let sealed = self.sealer.seal(&license.key_id, &license.content_key)?;
+        let mut stmt = self.conn.prepare_cached(UPSERT_IF_NEWER)?;
+        Ok(bind_and_run(&mut stmt, license, &sealed)? > 0)
+    }
+}
+
+fn bind_and_run(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    l: &License,
+    sealed: &[u8],
+) -> Result<usize> {
+    Ok(stmt.execute(params![
+        l.key_id,
+        sealed,
+        l.title,
+        l.rights,
+        l.play_count,
+        l.begin_date,
+        l.expiration_date,
+        l.issued_at
+    ])?)
+}
+
+fn for_each_in(
+    conn: &Connection,
+    sealer: &SecretSealer,
+    mut visit: impl FnMut(&License) -> Result<bool>,
+) -> Result<()> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM licenses ORDER BY key_id"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let license = RawRow::read(row)?.into_license(sealer)?;
+        if !visit(&license)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+struct RawRow {
+    key_id: Vec<u8>,
+    sealed: Vec<u8>,
+    title: Option<String>,
+    rights: u32,
+    play_count: i32,
+    begin_date: i64,
+    expiration_date: i64,
+    issued_at: i64,
+}
+
+impl RawRow {
+    fn read(r: &Row<'_>) -> Result<RawRow> {
+        Ok(RawRow {
+            key_id: r.get(0)?,
+            sealed: r.get(1)?,
+            title: r.get(2)?,
+            rights: r.get(3)?,
+            play_count: r.get(4)?,
+            begin_date: r.get(5)?,
+            expiration_date: r.get(6)?,
+            issued_at: r.get(7)?,
+        })
+    }
+
+    fn into_license(self, sealer: &SecretSealer) -> Result<License> {
+        let content_key = sealer.open(&self.key_id, &self.sealed)?;
+        Ok(License {
+            key_id: self.key_id,
+            content_key,
+            title: self.title,
+            rights: self.rights,
+            play_count: self.play_count,
+            begin_date: self.begin_date,
+            expiration_date: self.expiration_date,
+            issued_at: self.issued_at,
+        })
+    }
+}
+
+/// Brings the schema to `SCHEMA_VERSION` and gives a new store its lineage ID.
+fn migrate(conn: &mut Connection, lineage: Option<[u8; 16]>) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let has_lineage = version >= 1 && read_lineage(conn).is_ok();
+    if version == SCHEMA_VERSION && has_lineage {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Store(format!(
+            "the store has schema version {version}, newer than this wmlicense ({SCHEMA_VERSION}); upgrade wmlicense"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    let lineage = match lineage {
+        Some(l) => l,
+        None => crypto::random_array()?,
+    };
+    tx.execute(
+        "INSERT OR IGNORE INTO meta (name, value) VALUES ('lineage_id', ?1)",
+        [&lineage[..]],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO meta (name, value) VALUES ('created_at', ?1)",
+        [crate::license::unix_now()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn read_lineage(conn: &Connection) -> Result<[u8; 16]> {
+    let v: Vec<u8> = conn.query_row(
+        "SELECT value FROM meta WHERE name = 'lineage_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    v.try_into()
+        .map_err(|_| Error::Store("the store's lineage ID is malformed".into()))
+}
+
+/// Files that make up a store, for tools that copy or inspect one.
+pub const STORE_FILES: &[&str] = &[DB_FILE, IDENTITY_FILE];
