@@ -27,6 +27,71 @@
 /** True when a wm_hresult reports failure. */
 #define WM_FAILED(hr) ((wm_hresult)(hr) < 0)
 
+/** Property: directory the backup is written to (created if missing). WM_TYPE_STRING. */
+#define WM_PROP_BACKUP_PATH "BackupPath"
+/** Property: directory holding a backup, or the backup file itself. WM_TYPE_STRING. */
+#define WM_PROP_RESTORE_PATH "RestorePath"
+/** Property: the license store to back up from / restore into; unset = the default store. WM_TYPE_STRING. */
+#define WM_PROP_STORE_PATH "StorePath"
+/** Property: URL of the License Management Service; unset = the embedded local service. WM_TYPE_STRING. */
+#define WM_PROP_SERVICE_URL "ServiceUrl"
+
+
+/**
+ * Data type of a property value: a 32-bit unsigned integer (not accepted by any property).
+ */
+#define WM_TYPE_DWORD 0
+
+/**
+ * Data type of a property value: UTF-8 text. Every property takes this type.
+ */
+#define WM_TYPE_STRING 1
+
+/**
+ * Data type of a property value: bytes (not accepted by any property).
+ */
+#define WM_TYPE_BINARY 2
+
+/**
+ * Data type of a property value: a boolean (not accepted by any property).
+ */
+#define WM_TYPE_BOOL 3
+
+/**
+ * Data type of a property value: a 64-bit unsigned integer (not accepted by any property).
+ */
+#define WM_TYPE_QWORD 4
+
+/**
+ * Data type of a property value: a 16-bit unsigned integer (not accepted by any property).
+ */
+#define WM_TYPE_WORD 5
+
+/**
+ * Data type of a property value: a GUID (not accepted by any property).
+ */
+#define WM_TYPE_GUID 6
+
+/**
+ * Backup flag: replace an existing backup at BackupPath.
+ */
+#define WM_BACKUP_OVERWRITE 1
+
+/**
+ * Restore flag: create the store if it does not exist yet (it gets a new device identity and
+ * continues the backup's lineage).
+ */
+#define WM_RESTORE_INDIVIDUALIZE 2
+
+/**
+ * Restore flag: do every check of a restore (service grant included) and change nothing.
+ */
+#define WM_RESTORE_VERIFY_ONLY 256
+
+/**
+ * wm_backup_restorer_wait timeout that never expires.
+ */
+#define WM_INFINITE 4294967295
 
 /**
  * Playback right.
@@ -89,6 +154,65 @@
 #define WM_VERSION_PATCH 0
 
 /**
+ * What an event reports (the Windows Media Format SDK's WMT_STATUS values, plus PROGRESS).
+ */
+typedef enum wm_status {
+  /**
+   * Not sent by wmlicense; kept for ported code.
+   */
+  WM_STATUS_ERROR = 0,
+  /**
+   * An operation started. First event of every operation.
+   */
+  WM_STATUS_BACKUPRESTORE_BEGIN = 21,
+  /**
+   * An operation ended; `hr` is its outcome, `message` says why on failure. Always the last
+   * event of an operation, exactly once.
+   */
+  WM_STATUS_BACKUPRESTORE_END = 27,
+  /**
+   * Restore: asking the License Management Service for a grant.
+   */
+  WM_STATUS_BACKUPRESTORE_CONNECTING = 28,
+  /**
+   * Restore: the License Management Service answered.
+   */
+  WM_STATUS_BACKUPRESTORE_DISCONNECTING = 29,
+  /**
+   * Restore: the service refused (`hr`) and gives a help URL (`message`).
+   */
+  WM_STATUS_ERROR_WITHURL = 30,
+  /**
+   * Backup: this license (`key_id`, `title`) may not be backed up and was left out.
+   */
+  WM_STATUS_RESTRICTED_LICENSE = 31,
+  /**
+   * Progress: `processed` of `total` licenses. At most every 100 ms, plus one before END.
+   */
+  WM_STATUS_BACKUPRESTORE_PROGRESS = 256,
+} wm_status;
+
+/**
+ * Which operation an event belongs to.
+ */
+typedef enum wm_operation {
+  /**
+   * wm_backup_restorer_backup.
+   */
+  WM_OPERATION_BACKUP = 1,
+  /**
+   * wm_backup_restorer_restore.
+   */
+  WM_OPERATION_RESTORE = 2,
+} wm_operation;
+
+/**
+ * A backup restorer (opaque): the Windows Media Format SDK's backup restorer object. Create
+ * with wm_backup_restorer_create, destroy with wm_backup_restorer_destroy.
+ */
+typedef struct wm_backup_restorer wm_backup_restorer;
+
+/**
  * An open license store (opaque). Open with wm_license_store_open, close with
  * wm_license_store_close. One handle may be used from several threads; calls on it are
  * serialized. Separate handles (in one or several processes) may use one store at once.
@@ -100,6 +224,66 @@ typedef struct wm_license_store wm_license_store;
  * test with WM_SUCCEEDED / WM_FAILED.
  */
 typedef int32_t wm_hresult;
+
+/**
+ * One event of a backup restorer. The event and every pointer in it are valid only during the
+ * callback: copy what you keep.
+ */
+typedef struct wm_event {
+  /**
+   * sizeof(wm_event) in this build; later versions only append fields.
+   */
+  uint32_t struct_size;
+  /**
+   * What happened.
+   */
+  enum wm_status status;
+  /**
+   * END and ERROR_WITHURL: the outcome; otherwise WM_S_OK.
+   */
+  wm_hresult hr;
+  /**
+   * The operation the event belongs to.
+   */
+  enum wm_operation operation;
+  /**
+   * RESTRICTED_LICENSE: the license's key ID bytes; otherwise NULL.
+   */
+  const uint8_t *key_id;
+  /**
+   * Length of key_id; 0 when key_id is NULL.
+   */
+  size_t key_id_len;
+  /**
+   * RESTRICTED_LICENSE: the license's title, or NULL.
+   */
+  const char *title;
+  /**
+   * PROGRESS, END: licenses written (backup) or imported (restore) so far.
+   */
+  uint64_t processed;
+  /**
+   * PROGRESS, END: licenses in the operation (backup: in the store; restore: in the backup).
+   */
+  uint64_t total;
+  /**
+   * END: licenses left out: restricted (backup), or kept because the store's copy is as new
+   * or newer, or expired (restore).
+   */
+  uint64_t skipped;
+  /**
+   * END on failure: what went wrong; ERROR_WITHURL: the URL; otherwise NULL.
+   */
+  const char *message;
+} wm_event;
+
+/**
+ * Receives the events of a backup restorer, on a library worker thread (never inside the call
+ * that started the operation), in order and one at a time per restorer. It may call any wm_*
+ * function, including starting the next operation from END and destroying its own restorer.
+ * `context` is the pointer given to wm_backup_restorer_create.
+ */
+typedef void (*wm_status_callback)(const struct wm_event *event, void *context);
 
 /**
  * A content license. In wm_license_store_put/put_many every pointer is read during the call
@@ -276,6 +460,118 @@ extern "C" {
  * The string stays valid until the next failing wm_* call on this thread.
  */
 const char *wm_last_error_message(void);
+
+/**
+ * Creates a backup restorer whose events go to `callback` with `context`.
+ *
+ * Errors: WM_E_POINTER (out_restorer NULL), WM_E_INVALIDARG (callback NULL).
+ */
+wm_hresult wm_backup_restorer_create(wm_status_callback callback, void *context, struct wm_backup_restorer **out_restorer);
+
+/**
+ * Destroys a restorer: cancels a running operation, waits for its END, and after it returns the
+ * callback is never called again for this restorer. Called from inside the restorer's own
+ * callback it cannot wait: the callback gets no further events and the restorer is freed once
+ * its operation has wound down. NULL or an already destroyed handle does nothing.
+ */
+void wm_backup_restorer_destroy(struct wm_backup_restorer *restorer);
+
+/**
+ * Sets a property. `name` is matched case-insensitively (WM_PROP_*); `type` must be
+ * WM_TYPE_STRING; `value` is `value_len` bytes of UTF-8, a trailing NUL allowed.
+ *
+ * Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name),
+ * WM_E_UNSUPPORTED_PROPERTY (a type other than WM_TYPE_STRING), WM_E_INVALIDARG (unknown type,
+ * empty value, embedded NUL, not UTF-8, over 4096 bytes, ServiceUrl not http(s)).
+ */
+wm_hresult wm_backup_restorer_set_prop(struct wm_backup_restorer *restorer, const char *name, uint32_t type_, const uint8_t *value, uint32_t value_len);
+
+/**
+ * Gets a property by name with two-call sizing: with `value` NULL, `*value_len` receives the
+ * size needed (bytes including the NUL) and the call returns WM_S_OK; with a buffer of
+ * `*value_len` bytes, the NUL-terminated value is copied and `*value_len` set to its size; a
+ * buffer too small gives WM_E_BUFFER_TOO_SMALL with the needed size in `*value_len`.
+ * `*out_type` receives WM_TYPE_STRING.
+ *
+ * Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name), WM_E_NOT_FOUND
+ * (not set), WM_E_BUFFER_TOO_SMALL.
+ */
+wm_hresult wm_backup_restorer_get_prop_by_name(struct wm_backup_restorer *restorer, const char *name, uint32_t *out_type, uint8_t *value, uint32_t *value_len);
+
+/**
+ * Writes the number of properties set to `*out_count`.
+ */
+wm_hresult wm_backup_restorer_get_prop_count(struct wm_backup_restorer *restorer, uint32_t *out_count);
+
+/**
+ * Gets the property at `index` (0 .. count-1, in the order first set): its canonical name and
+ * value, each with two-call sizing as in wm_backup_restorer_get_prop_by_name (`name` and/or
+ * `value` may be NULL to ask for sizes). If either buffer is too small, both needed sizes are
+ * written and WM_E_BUFFER_TOO_SMALL is returned.
+ *
+ * Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALIDARG (index >= count), WM_E_BUFFER_TOO_SMALL.
+ */
+wm_hresult wm_backup_restorer_get_prop_by_index(struct wm_backup_restorer *restorer, uint32_t index, char *name, uint32_t *name_len, uint32_t *out_type, uint8_t *value, uint32_t *value_len);
+
+/**
+ * Removes a property.
+ *
+ * Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name), WM_E_NOT_FOUND
+ * (not set).
+ */
+wm_hresult wm_backup_restorer_remove_prop(struct wm_backup_restorer *restorer, const char *name);
+
+/**
+ * Removes every property.
+ */
+wm_hresult wm_backup_restorer_remove_all_props(struct wm_backup_restorer *restorer);
+
+/**
+ * Starts backing up the licenses of the store (StorePath, or the default store) that carry
+ * WM_RIGHT_BACKUP into `<BackupPath>/licenses.wmlb`, and returns at once. Events: BEGIN,
+ * PROGRESS and RESTRICTED_LICENSE (one per license left out), END. A failed or cancelled backup
+ * leaves any previous backup untouched.
+ *
+ * Fails without starting anything only for: WM_E_INVALIDARG (flags other than
+ * WM_BACKUP_OVERWRITE), WM_E_INVALID_PROPERTY (BackupPath not set), WM_E_BACKUP_EXISTS (a backup
+ * is there and WM_BACKUP_OVERWRITE is not given), WM_E_BACKUPRESTORE_BUSY (an operation runs);
+ * plus WM_E_POINTER / WM_E_HANDLE. Every other outcome comes in END.
+ */
+wm_hresult wm_backup_restorer_backup(struct wm_backup_restorer *restorer, uint32_t flags);
+
+/**
+ * Starts restoring the backup at RestorePath (a directory holding licenses.wmlb, or the file)
+ * into the store (StorePath, or the default store), and returns at once. Events: BEGIN,
+ * CONNECTING, DISCONNECTING, ERROR_WITHURL (when the service refuses with a help URL), PROGRESS,
+ * END. The store changes in one transaction that commits only after the whole backup verified;
+ * a license already in the store with issued_at >= the backup's copy is kept, and expired
+ * licenses are skipped (both counted in `skipped`).
+ *
+ * Flags: WM_RESTORE_INDIVIDUALIZE, WM_RESTORE_VERIFY_ONLY. Fails without starting anything
+ * only for: WM_E_INVALIDARG (other flags), WM_E_INVALID_PROPERTY (RestorePath not set),
+ * WM_E_BACKUPRESTORE_BUSY; plus WM_E_POINTER / WM_E_HANDLE. Every other outcome comes in END.
+ */
+wm_hresult wm_backup_restorer_restore(struct wm_backup_restorer *restorer, uint32_t flags);
+
+/**
+ * Cancels a running backup: it stops promptly and its END carries WM_E_OPERATION_CANCELED.
+ * Returns WM_S_FALSE when no backup is running.
+ */
+wm_hresult wm_backup_restorer_cancel_backup(struct wm_backup_restorer *restorer);
+
+/**
+ * Cancels a running restore: it stops promptly, the store is left as it was, and its END
+ * carries WM_E_OPERATION_CANCELED. Returns WM_S_FALSE when no restore is running.
+ */
+wm_hresult wm_backup_restorer_cancel_restore(struct wm_backup_restorer *restorer);
+
+/**
+ * Waits up to `timeout_ms` milliseconds (WM_INFINITE: no limit) until no operation is running
+ * and the callback has returned from its END. Returns WM_S_OK when idle, WM_S_FALSE on
+ * timeout. From inside the restorer's own callback it returns WM_E_BACKUPRESTORE_BUSY (it would
+ * wait for itself).
+ */
+wm_hresult wm_backup_restorer_wait(struct wm_backup_restorer *restorer, uint32_t timeout_ms);
 
 /**
  * Returns a static English description of `hr` (never NULL; unknown codes get a generic text).

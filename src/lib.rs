@@ -5,11 +5,17 @@
 //! boundary.
 
 pub mod crypto;
+pub mod engine;
 pub mod error;
+pub mod format;
 pub mod fsutil;
 pub mod identity;
 pub mod license;
 pub mod paths;
+pub mod pool;
+pub mod props;
+pub mod restorer;
+pub mod service;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -2,7 +2,9 @@
 //! business logic.
 
 pub mod boundary;
+pub mod event;
 pub(crate) mod handle;
+pub mod restorer;
 pub mod result;
 pub mod store;
 pub mod version;

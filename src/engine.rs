@@ -1,0 +1,457 @@
+//! Backup and restore as plain Rust: they stream, report progress to a `Reporter`, stop when
+//! it says so, and never leave a half-written backup or a half-applied restore behind.
+
+use crate::crypto::{self, SealedKey};
+use crate::error::{Error, Result};
+use crate::format::{self, BackupReader, BackupWriter, Header, BACKUP_FILE, DEFAULT_CHUNK_SIZE};
+use crate::fsutil;
+use crate::identity::DeviceIdentity;
+use crate::license::{unix_now, License};
+use crate::service::{self, GrantRequest};
+use crate::store::Store;
+use once_cell::sync::Lazy;
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What an operation reports while it runs (END is the caller's to send).
+#[derive(Debug)]
+pub enum Event<'a> {
+    Connecting,
+    Disconnecting,
+    ErrorWithUrl(&'a str),
+    Progress,
+    Restricted {
+        key_id: &'a [u8],
+        title: Option<&'a str>,
+    },
+}
+
+/// Counts carried by PROGRESS and END.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Licenses written (backup) / imported (restore).
+    pub processed: u64,
+    /// Licenses in the operation.
+    pub total: u64,
+    /// Restricted (backup) / kept-newer or expired (restore).
+    pub skipped: u64,
+    /// True once licenses started to flow: a final PROGRESS precedes END from then on.
+    pub streaming: bool,
+}
+
+pub trait Reporter {
+    fn event(&mut self, event: Event<'_>, counters: &Counters);
+    fn cancelled(&self) -> bool;
+}
+
+/// Minimum time between two PROGRESS events.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+struct ProgressClock {
+    last: Instant,
+    calls: u32,
+}
+
+impl ProgressClock {
+    fn new() -> ProgressClock {
+        ProgressClock {
+            last: Instant::now(),
+            calls: 0,
+        }
+    }
+
+    /// Checks for cancellation and, at most every 100 ms, reports PROGRESS.
+    fn tick(&mut self, rep: &mut dyn Reporter, c: &Counters) -> Result<()> {
+        if rep.cancelled() {
+            return Err(Error::Canceled);
+        }
+        self.calls = self.calls.wrapping_add(1);
+        if self.calls % 32 == 0 && self.last.elapsed() >= PROGRESS_INTERVAL {
+            rep.event(Event::Progress, c);
+            self.last = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+pub struct BackupJob {
+    pub store_dir: PathBuf,
+    pub backup_dir: PathBuf,
+    pub overwrite: bool,
+    pub service_url: Option<String>,
+}
+
+pub struct RestoreJob {
+    pub store_dir: PathBuf,
+    pub restore_path: PathBuf,
+    pub individualize: bool,
+    pub verify_only: bool,
+    pub service_url: Option<String>,
+}
+
+/// Backup directories being written by this process: a second writer is refused.
+static BACKUP_DIRS: Lazy<Mutex<HashSet<PathBuf>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+
+/// Holds a backup directory for one writer, in this process and, on Unix, across processes
+/// (an advisory lock on `.licenses.wmlb.lock`).
+struct BackupDirLock {
+    dir: PathBuf,
+    _file: File,
+}
+
+impl BackupDirLock {
+    fn acquire(dir: &Path) -> Result<BackupDirLock> {
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| Error::BackupRestore(format!("cannot resolve {}: {e}", dir.display())))?;
+        let busy = || {
+            Error::Busy(format!(
+                "another backup is being written to {} right now",
+                dir.display()
+            ))
+        };
+        if !BACKUP_DIRS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir.clone())
+        {
+            return Err(busy());
+        }
+        let release = |dir: &Path| {
+            BACKUP_DIRS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(dir);
+        };
+        let file = match fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!(".{BACKUP_FILE}.lock")))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                release(&dir);
+                return Err(Error::BackupRestore(format!(
+                    "cannot lock {}: {e}",
+                    dir.display()
+                )));
+            }
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                release(&dir);
+                return Err(busy());
+            }
+        }
+        Ok(BackupDirLock { dir, _file: file })
+    }
+}
+
+impl Drop for BackupDirLock {
+    fn drop(&mut self) {
+        BACKUP_DIRS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.dir);
+    }
+}
+
+/// A temporary file that is removed unless it was renamed into place.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes `<backup_dir>/licenses.wmlb` from one snapshot of the store, atomically.
+pub fn backup(job: &BackupJob, rep: &mut dyn Reporter, c: &mut Counters) -> Result<()> {
+    fs::create_dir_all(&job.backup_dir).map_err(|e| {
+        Error::BackupRestore(format!(
+            "cannot create the backup directory {}: {e}",
+            job.backup_dir.display()
+        ))
+    })?;
+    let _lock = BackupDirLock::acquire(&job.backup_dir)?;
+    let target = job.backup_dir.join(BACKUP_FILE);
+    if !job.overwrite && target.exists() {
+        return Err(Error::BackupExists(target.display().to_string()));
+    }
+    let mut store = open_source_store(&job.store_dir)?;
+    let service = service::connect(job.service_url.as_deref())?;
+    let key = service.service_key()?;
+
+    let tmp_path = fsutil::temp_path_for(&target)
+        .map_err(|e| Error::BackupRestore(format!("cannot name a temporary file: {e}")))?;
+    let file = fsutil::create_private_file(&tmp_path)
+        .map_err(|e| Error::BackupRestore(format!("cannot create {}: {e}", tmp_path.display())))?;
+    let mut tmp = TempFile {
+        path: tmp_path,
+        keep: false,
+    };
+    let lineage_id = store.lineage_id();
+    let device_id = store.identity().device_id;
+
+    let file = store.read_snapshot(|snap| {
+        let (total, backed_up) = snap.counts()?;
+        c.total = total;
+        let data_key: [u8; 32] = crypto::random_array()?;
+        let mut header = Header {
+            backup_id: crypto::random_array()?,
+            lineage_id,
+            source_device_id: device_id,
+            created_at: unix_now(),
+            license_count: backed_up,
+            service_key_id: key.key_id,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            sealed_data_key: SealedKey {
+                encapped: [0; 32],
+                ciphertext: [0; 48],
+            },
+        };
+        header.sealed_data_key = crypto::hpke_seal_key(
+            &key.public_key,
+            format::INFO_DATA_KEY,
+            &header.core_bytes(),
+            &data_key,
+            &mut crypto::os_rng(),
+        )?;
+        let mut writer = BackupWriter::new(
+            BufWriter::with_capacity(256 * 1024, file),
+            &header,
+            &data_key,
+        )?;
+        c.streaming = true;
+        let mut clock = ProgressClock::new();
+        snap.for_each(|l| {
+            clock.tick(rep, c)?;
+            if l.may_back_up() {
+                writer.push(l)?;
+                c.processed += 1;
+            } else {
+                c.skipped += 1;
+                rep.event(
+                    Event::Restricted {
+                        key_id: &l.key_id,
+                        title: l.title.as_deref(),
+                    },
+                    c,
+                );
+            }
+            Ok(true)
+        })?;
+        if rep.cancelled() {
+            return Err(Error::Canceled);
+        }
+        let out = writer.finish()?;
+        out.into_inner()
+            .map_err(|e| Error::BackupRestore(format!("cannot write the backup: {}", e.error())))
+    })?;
+    file.sync_all()
+        .map_err(|e| Error::BackupRestore(format!("cannot flush the backup to disk: {e}")))?;
+    drop(file);
+    fs::rename(&tmp.path, &target)
+        .map_err(|e| Error::BackupRestore(format!("cannot move the backup into place: {e}")))?;
+    tmp.keep = true;
+    fsutil::sync_dir(&job.backup_dir)
+        .map_err(|e| Error::BackupRestore(format!("cannot flush the backup directory: {e}")))?;
+    Ok(())
+}
+
+fn open_source_store(dir: &Path) -> Result<Store> {
+    Store::open_existing(dir).map_err(|e| match e {
+        Error::NotFound(m) => Error::Store(m),
+        other => other,
+    })
+}
+
+/// Where restored licenses go.
+enum Target {
+    Existing(Store),
+    /// A store being created by this restore: built in `staging`, moved to its place on success.
+    New {
+        store: Store,
+        staging: PathBuf,
+    },
+    /// VERIFY_ONLY into a store that does not exist: a throwaway identity, no files.
+    Ephemeral(DeviceIdentity),
+}
+
+/// Removes a staging directory unless the restore moved it into place.
+struct StagingGuard(Option<PathBuf>);
+
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Restores a backup into a store in one transaction that commits only after the whole backup
+/// has authenticated.
+pub fn restore(job: &RestoreJob, rep: &mut dyn Reporter, c: &mut Counters) -> Result<()> {
+    let path = if job.restore_path.is_dir() {
+        job.restore_path.join(BACKUP_FILE)
+    } else {
+        job.restore_path.clone()
+    };
+    let file = File::open(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::corrupt(format!("there is no backup at {}", path.display()))
+        } else {
+            Error::BackupRestore(format!("cannot open {}: {e}", path.display()))
+        }
+    })?;
+    let mut input = BufReader::with_capacity(256 * 1024, file);
+    let header = format::read_header(&mut input)?;
+    c.total = header.license_count;
+
+    let mut staging = StagingGuard(None);
+    let target = if Store::exists(&job.store_dir) {
+        Target::Existing(Store::open_existing(&job.store_dir)?)
+    } else if !job.individualize {
+        return Err(Error::NeedsIndividualization(
+            job.store_dir.display().to_string(),
+        ));
+    } else if job.verify_only {
+        Target::Ephemeral(DeviceIdentity::generate()?)
+    } else {
+        let dir = staging_dir_for(&job.store_dir)?;
+        staging.0 = Some(dir.clone());
+        let store = Store::create_with_lineage(&dir, header.lineage_id)?;
+        Target::New {
+            store,
+            staging: dir,
+        }
+    };
+    let identity = match &target {
+        Target::Existing(s) | Target::New { store: s, .. } => s.identity().clone(),
+        Target::Ephemeral(id) => id.clone(),
+    };
+
+    let service = service::connect(job.service_url.as_deref())?;
+    let request = GrantRequest {
+        request_id: crypto::random_array()?,
+        header: header.clone(),
+        device_id: identity.device_id,
+        device_public_key: identity.keys.public,
+        dry_run: job.verify_only,
+    };
+    rep.event(Event::Connecting, c);
+    let granted = service.grant(&request);
+    rep.event(Event::Disconnecting, c);
+    let sealed = match granted {
+        Ok(s) => s,
+        Err(e) => {
+            if let Error::RestoreFraud {
+                help_url: Some(url),
+                ..
+            } = &e
+            {
+                rep.event(Event::ErrorWithUrl(url), c);
+            }
+            return Err(e);
+        }
+    };
+    let data_key = request.open_grant(&identity.keys.secret, &sealed)?;
+    let mut reader = BackupReader::new(input, &header, &data_key);
+    c.streaming = true;
+    let now = unix_now();
+    let mut clock = ProgressClock::new();
+    let commit = !job.verify_only;
+
+    match target {
+        Target::Existing(mut store) => {
+            import_all(&mut store, &mut reader, rep, c, &mut clock, now, commit)?;
+        }
+        Target::New {
+            mut store,
+            staging: dir,
+        } => {
+            import_all(&mut store, &mut reader, rep, c, &mut clock, now, commit)?;
+            drop(store);
+            fs::rename(&dir, &job.store_dir).map_err(|e| {
+                Error::Store(format!(
+                    "cannot move the new store into {}: {e}",
+                    job.store_dir.display()
+                ))
+            })?;
+            staging.0 = None;
+            if let Some(parent) = job.store_dir.parent() {
+                let _ = fsutil::sync_dir(parent);
+            }
+        }
+        Target::Ephemeral(_) => {
+            while let Some(l) = reader.next_license()? {
+                count_license(&l, now, c, |_| Ok(true))?;
+                clock.tick(rep, c)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn import_all(
+    store: &mut Store,
+    reader: &mut BackupReader<BufReader<File>>,
+    rep: &mut dyn Reporter,
+    c: &mut Counters,
+    clock: &mut ProgressClock,
+    now: i64,
+    commit: bool,
+) -> Result<()> {
+    store.import(|imp| {
+        while let Some(l) = reader.next_license()? {
+            count_license(&l, now, c, |l| imp.put_if_newer(l))?;
+            clock.tick(rep, c)?;
+        }
+        // Every chunk authenticated and the count matched: only now may the import commit.
+        Ok(((), commit))
+    })
+}
+
+/// Applies the restore rules to one license: expired ones are skipped, `write` decides whether a
+/// newer copy already in the store wins.
+fn count_license(
+    l: &License,
+    now: i64,
+    c: &mut Counters,
+    write: impl FnOnce(&License) -> Result<bool>,
+) -> Result<()> {
+    if l.is_expired(now) {
+        c.skipped += 1;
+    } else if write(l)? {
+        c.processed += 1;
+    } else {
+        c.skipped += 1;
+    }
+    Ok(())
+}
+
+/// A fresh directory beside `store_dir` in which a new store is built.
+fn staging_dir_for(store_dir: &Path) -> Result<PathBuf> {
+    if let Some(parent) = store_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsutil::create_private_dir_all(parent)
+            .map_err(|e| Error::store(format!("cannot create {}", parent.display()), e))?;
+    }
+    let dir = fsutil::temp_path_for(store_dir)
+        .map_err(|e| Error::store("cannot name a staging directory", e))?;
+    fsutil::create_private_dir_all(&dir)
+        .map_err(|e| Error::store(format!("cannot create {}", dir.display()), e))?;
+    Ok(dir)
+}

@@ -1,0 +1,384 @@
+//! C API of the backup restorer: `wm_backup_restorer_*`.
+
+use super::boundary::{arg_bytes, arg_str, call, call_void, Fail, FfiResult, Out};
+use super::event::{sink_for, wm_status_callback};
+use super::handle::Registry;
+use super::result::*;
+use crate::error::Error;
+use crate::props::{PropName, VALUE_MAX};
+use crate::restorer::{Operation, Restorer};
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A backup restorer (opaque): the Windows Media Format SDK's backup restorer object. Create
+/// with wm_backup_restorer_create, destroy with wm_backup_restorer_destroy.
+#[allow(non_camel_case_types)]
+pub struct wm_backup_restorer {
+    _private: [u8; 0],
+}
+
+/// Data type of a property value: a 32-bit unsigned integer (not accepted by any property).
+pub const WM_TYPE_DWORD: u32 = 0;
+/// Data type of a property value: UTF-8 text. Every property takes this type.
+pub const WM_TYPE_STRING: u32 = 1;
+/// Data type of a property value: bytes (not accepted by any property).
+pub const WM_TYPE_BINARY: u32 = 2;
+/// Data type of a property value: a boolean (not accepted by any property).
+pub const WM_TYPE_BOOL: u32 = 3;
+/// Data type of a property value: a 64-bit unsigned integer (not accepted by any property).
+pub const WM_TYPE_QWORD: u32 = 4;
+/// Data type of a property value: a 16-bit unsigned integer (not accepted by any property).
+pub const WM_TYPE_WORD: u32 = 5;
+/// Data type of a property value: a GUID (not accepted by any property).
+pub const WM_TYPE_GUID: u32 = 6;
+
+/// Backup flag: replace an existing backup at BackupPath.
+pub const WM_BACKUP_OVERWRITE: u32 = 0x1;
+/// Restore flag: create the store if it does not exist yet (it gets a new device identity and
+/// continues the backup's lineage).
+pub const WM_RESTORE_INDIVIDUALIZE: u32 = 0x2;
+/// Restore flag: do every check of a restore (service grant included) and change nothing.
+pub const WM_RESTORE_VERIFY_ONLY: u32 = 0x100;
+/// wm_backup_restorer_wait timeout that never expires.
+pub const WM_INFINITE: u32 = 0xFFFF_FFFF;
+
+static RESTORERS: Registry<Restorer> = Registry::new("backup restorer");
+
+fn restorer(r: *mut wm_backup_restorer) -> FfiResult<Arc<Restorer>> {
+    RESTORERS.get(r, "restorer")
+}
+
+/// Creates a backup restorer whose events go to `callback` with `context`.
+///
+/// Errors: WM_E_POINTER (out_restorer NULL), WM_E_INVALIDARG (callback NULL).
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_create(
+    callback: wm_status_callback,
+    context: *mut c_void,
+    out_restorer: *mut *mut wm_backup_restorer,
+) -> wm_hresult {
+    call("wm_backup_restorer_create", || {
+        let out = Out::new(out_restorer, "out_restorer")?;
+        let callback = callback.ok_or_else(|| Fail::invalid("callback is NULL"))?;
+        let r = Restorer::new(sink_for(callback, context));
+        out.write(RESTORERS.insert(Arc::new(r)));
+        Ok(WM_S_OK)
+    })
+}
+
+/// Destroys a restorer: cancels a running operation, waits for its END, and after it returns the
+/// callback is never called again for this restorer. Called from inside the restorer's own
+/// callback it cannot wait: the callback gets no further events and the restorer is freed once
+/// its operation has wound down. NULL or an already destroyed handle does nothing.
+#[no_mangle]
+pub extern "C" fn wm_backup_restorer_destroy(restorer: *mut wm_backup_restorer) {
+    call_void(|| {
+        if let Some(r) = RESTORERS.remove(restorer) {
+            r.destroy();
+        }
+    })
+}
+
+/// Sets a property. `name` is matched case-insensitively (WM_PROP_*); `type` must be
+/// WM_TYPE_STRING; `value` is `value_len` bytes of UTF-8, a trailing NUL allowed.
+///
+/// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name),
+/// WM_E_UNSUPPORTED_PROPERTY (a type other than WM_TYPE_STRING), WM_E_INVALIDARG (unknown type,
+/// empty value, embedded NUL, not UTF-8, over 4096 bytes, ServiceUrl not http(s)).
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_set_prop(
+    restorer: *mut wm_backup_restorer,
+    name: *const c_char,
+    type_: u32,
+    value: *const u8,
+    value_len: u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_set_prop", || {
+        let r = restorer_arg(restorer)?;
+        let prop = prop_name(name)?;
+        check_type(prop, type_)?;
+        let bytes = arg_bytes(value, value_len as usize, "value")?;
+        let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+        if bytes.contains(&0) {
+            return Err(Fail::invalid(format!(
+                "the {} value contains a NUL byte",
+                prop.as_str()
+            )));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| {
+            Fail::invalid(format!("the {} value is not valid UTF-8", prop.as_str()))
+        })?;
+        r.with_props(|p| p.set(prop, text))?;
+        Ok(WM_S_OK)
+    })
+}
+
+/// Gets a property by name with two-call sizing: with `value` NULL, `*value_len` receives the
+/// size needed (bytes including the NUL) and the call returns WM_S_OK; with a buffer of
+/// `*value_len` bytes, the NUL-terminated value is copied and `*value_len` set to its size; a
+/// buffer too small gives WM_E_BUFFER_TOO_SMALL with the needed size in `*value_len`.
+/// `*out_type` receives WM_TYPE_STRING.
+///
+/// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name), WM_E_NOT_FOUND
+/// (not set), WM_E_BUFFER_TOO_SMALL.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_get_prop_by_name(
+    restorer: *mut wm_backup_restorer,
+    name: *const c_char,
+    out_type: *mut u32,
+    value: *mut u8,
+    value_len: *mut u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_get_prop_by_name", || {
+        let r = restorer_arg(restorer)?;
+        let prop = prop_name(name)?;
+        let out_type = Out::new(out_type, "out_type")?;
+        let len = SizedOut::new(value, value_len, "value_len")?;
+        let v = r
+            .with_props(|p| p.get(prop).map(str::to_owned))
+            .ok_or_else(|| Fail::Core(Error::NotFound(format!("{} is not set", prop.as_str()))))?;
+        if !len.fits(&v) {
+            len.write_size(&v);
+            return Err(Fail::BufferTooSmall("value".into()));
+        }
+        len.write(&v);
+        out_type.write(WM_TYPE_STRING);
+        Ok(WM_S_OK)
+    })
+}
+
+/// Writes the number of properties set to `*out_count`.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_get_prop_count(
+    restorer: *mut wm_backup_restorer,
+    out_count: *mut u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_get_prop_count", || {
+        let r = restorer_arg(restorer)?;
+        let out = Out::new(out_count, "out_count")?;
+        out.write(r.with_props(|p| p.len()) as u32);
+        Ok(WM_S_OK)
+    })
+}
+
+/// Gets the property at `index` (0 .. count-1, in the order first set): its canonical name and
+/// value, each with two-call sizing as in wm_backup_restorer_get_prop_by_name (`name` and/or
+/// `value` may be NULL to ask for sizes). If either buffer is too small, both needed sizes are
+/// written and WM_E_BUFFER_TOO_SMALL is returned.
+///
+/// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALIDARG (index >= count), WM_E_BUFFER_TOO_SMALL.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_get_prop_by_index(
+    restorer: *mut wm_backup_restorer,
+    index: u32,
+    name: *mut c_char,
+    name_len: *mut u32,
+    out_type: *mut u32,
+    value: *mut u8,
+    value_len: *mut u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_get_prop_by_index", || {
+        let r = restorer_arg(restorer)?;
+        let name_out = SizedOut::new(name.cast::<u8>(), name_len, "name_len")?;
+        let out_type = Out::new(out_type, "out_type")?;
+        let value_out = SizedOut::new(value, value_len, "value_len")?;
+        let (prop, v) = r
+            .with_props(|p| p.at(index as usize).map(|(n, v)| (n, v.to_owned())))
+            .ok_or_else(|| {
+                Fail::invalid(format!("index {index} is not below the property count"))
+            })?;
+        if !name_out.fits(prop.as_str()) || !value_out.fits(&v) {
+            name_out.write_size(prop.as_str());
+            value_out.write_size(&v);
+            return Err(Fail::BufferTooSmall("name or value".into()));
+        }
+        name_out.write(prop.as_str());
+        value_out.write(&v);
+        out_type.write(WM_TYPE_STRING);
+        Ok(WM_S_OK)
+    })
+}
+
+/// Removes a property.
+///
+/// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name), WM_E_NOT_FOUND
+/// (not set).
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_remove_prop(
+    restorer: *mut wm_backup_restorer,
+    name: *const c_char,
+) -> wm_hresult {
+    call("wm_backup_restorer_remove_prop", || {
+        let r = restorer_arg(restorer)?;
+        let prop = prop_name(name)?;
+        r.with_props(|p| p.remove(prop))?;
+        Ok(WM_S_OK)
+    })
+}
+
+/// Removes every property.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_remove_all_props(
+    restorer: *mut wm_backup_restorer,
+) -> wm_hresult {
+    call("wm_backup_restorer_remove_all_props", || {
+        restorer_arg(restorer)?.with_props(|p| p.clear());
+        Ok(WM_S_OK)
+    })
+}
+
+/// Starts backing up the licenses of the store (StorePath, or the default store) that carry
+/// WM_RIGHT_BACKUP into `<BackupPath>/licenses.wmlb`, and returns at once. Events: BEGIN,
+/// PROGRESS and RESTRICTED_LICENSE (one per license left out), END. A failed or cancelled backup
+/// leaves any previous backup untouched.
+///
+/// Fails without starting anything only for: WM_E_INVALIDARG (flags other than
+/// WM_BACKUP_OVERWRITE), WM_E_INVALID_PROPERTY (BackupPath not set), WM_E_BACKUP_EXISTS (a backup
+/// is there and WM_BACKUP_OVERWRITE is not given), WM_E_BACKUPRESTORE_BUSY (an operation runs);
+/// plus WM_E_POINTER / WM_E_HANDLE. Every other outcome comes in END.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_backup(
+    restorer: *mut wm_backup_restorer,
+    flags: u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_backup", || {
+        restorer_arg(restorer)?.start(Operation::Backup, flags)?;
+        Ok(WM_S_OK)
+    })
+}
+
+/// Starts restoring the backup at RestorePath (a directory holding licenses.wmlb, or the file)
+/// into the store (StorePath, or the default store), and returns at once. Events: BEGIN,
+/// CONNECTING, DISCONNECTING, ERROR_WITHURL (when the service refuses with a help URL), PROGRESS,
+/// END. The store changes in one transaction that commits only after the whole backup verified;
+/// a license already in the store with issued_at >= the backup's copy is kept, and expired
+/// licenses are skipped (both counted in `skipped`).
+///
+/// Flags: WM_RESTORE_INDIVIDUALIZE, WM_RESTORE_VERIFY_ONLY. Fails without starting anything
+/// only for: WM_E_INVALIDARG (other flags), WM_E_INVALID_PROPERTY (RestorePath not set),
+/// WM_E_BACKUPRESTORE_BUSY; plus WM_E_POINTER / WM_E_HANDLE. Every other outcome comes in END.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_restore(
+    restorer: *mut wm_backup_restorer,
+    flags: u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_restore", || {
+        restorer_arg(restorer)?.start(Operation::Restore, flags)?;
+        Ok(WM_S_OK)
+    })
+}
+
+/// Cancels a running backup: it stops promptly and its END carries WM_E_OPERATION_CANCELED.
+/// Returns WM_S_FALSE when no backup is running.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_cancel_backup(
+    restorer: *mut wm_backup_restorer,
+) -> wm_hresult {
+    call("wm_backup_restorer_cancel_backup", || {
+        cancel(restorer, Operation::Backup)
+    })
+}
+
+/// Cancels a running restore: it stops promptly, the store is left as it was, and its END
+/// carries WM_E_OPERATION_CANCELED. Returns WM_S_FALSE when no restore is running.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_cancel_restore(
+    restorer: *mut wm_backup_restorer,
+) -> wm_hresult {
+    call("wm_backup_restorer_cancel_restore", || {
+        cancel(restorer, Operation::Restore)
+    })
+}
+
+/// Waits up to `timeout_ms` milliseconds (WM_INFINITE: no limit) until no operation is running
+/// and the callback has returned from its END. Returns WM_S_OK when idle, WM_S_FALSE on
+/// timeout. From inside the restorer's own callback it returns WM_E_BACKUPRESTORE_BUSY (it would
+/// wait for itself).
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_wait(
+    restorer: *mut wm_backup_restorer,
+    timeout_ms: u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_wait", || {
+        let r = restorer_arg(restorer)?;
+        let timeout = (timeout_ms != WM_INFINITE).then(|| Duration::from_millis(timeout_ms.into()));
+        Ok(if r.wait(timeout)? {
+            WM_S_OK
+        } else {
+            WM_S_FALSE
+        })
+    })
+}
+
+fn restorer_arg(r: *mut wm_backup_restorer) -> FfiResult<Arc<Restorer>> {
+    restorer(r)
+}
+
+fn cancel(r: *mut wm_backup_restorer, op: Operation) -> FfiResult {
+    Ok(if restorer_arg(r)?.cancel(op) {
+        WM_S_OK
+    } else {
+        WM_S_FALSE
+    })
+}
+
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+unsafe fn prop_name(name: *const c_char) -> FfiResult<PropName> {
+    let name = arg_str(name, 256, "name").map_err(|f| match f {
+        // A name too long or not UTF-8 cannot be any known property.
+        Fail::Core(Error::InvalidArg(m)) => Fail::Core(Error::InvalidProperty(m)),
+        other => other,
+    })?;
+    Ok(PropName::parse(name)?)
+}
+
+fn check_type(prop: PropName, type_: u32) -> FfiResult<()> {
+    match type_ {
+        WM_TYPE_STRING => Ok(()),
+        WM_TYPE_DWORD..=WM_TYPE_GUID => Err(Fail::Core(Error::UnsupportedProperty(format!(
+            "{} takes WM_TYPE_STRING, not type {type_}",
+            prop.as_str()
+        )))),
+        _ => Err(Fail::invalid(format!(
+            "{type_} is not a WM_TYPE_* data type"
+        ))),
+    }
+}
+
+/// A (buffer, length) output pair with two-call sizing. The length pointer is required; a NULL
+/// buffer asks for the size only.
+struct SizedOut {
+    buf: *mut u8,
+    len: *mut u32,
+}
+
+impl SizedOut {
+    fn new(buf: *mut u8, len: *mut u32, name: &'static str) -> FfiResult<SizedOut> {
+        if len.is_null() {
+            return Err(Fail::Pointer(name));
+        }
+        Ok(SizedOut { buf, len })
+    }
+
+    /// Whether `s` and its NUL fit (a size-only query always fits).
+    unsafe fn fits(&self, s: &str) -> bool {
+        self.buf.is_null() || *self.len > s.len() as u32
+    }
+
+    /// Writes the size `s` needs (bytes including the NUL).
+    unsafe fn write_size(&self, s: &str) {
+        *self.len = s.len() as u32 + 1;
+    }
+
+    /// Writes the needed size, and the string with its NUL when a buffer was given.
+    unsafe fn write(&self, s: &str) {
+        debug_assert!(s.len() <= VALUE_MAX);
+        if !self.buf.is_null() {
+            std::ptr::copy_nonoverlapping(s.as_ptr(), self.buf, s.len());
+            *self.buf.add(s.len()) = 0;
+        }
+        self.write_size(s);
+    }
+}

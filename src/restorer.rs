@@ -1,0 +1,312 @@
+//! The backup restorer: properties, one operation at a time on the worker pool, and the
+//! delivery guarantees of its events (in order, never concurrent, exactly one END and last,
+//! nothing after destroy returns).
+
+use crate::engine::{self, BackupJob, Counters, Event, Reporter, RestoreJob};
+use crate::error::{Error, Result};
+use crate::format::BACKUP_FILE;
+use crate::paths;
+use crate::pool;
+use crate::props::{PropName, Props};
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const BACKUP_OVERWRITE: u32 = 0x1;
+pub const RESTORE_INDIVIDUALIZE: u32 = 0x2;
+pub const RESTORE_VERIFY_ONLY: u32 = 0x100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Backup,
+    Restore,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Backup => "backup",
+            Operation::Restore => "restore",
+        }
+    }
+}
+
+/// One event as the restorer's sink receives it.
+#[derive(Debug)]
+pub enum Notice<'a> {
+    Begin,
+    Op(Event<'a>),
+    End(&'a Result<()>),
+}
+
+/// Receives every event of one restorer, on a worker thread, one at a time.
+pub type Sink = Box<dyn Fn(Operation, &Notice<'_>, &Counters) + Send + Sync>;
+
+struct State {
+    /// The operation that runs now and its cancel flag; `None` once END is being delivered.
+    running: Option<(Operation, Arc<AtomicBool>)>,
+    /// Operations started whose END has not returned from the callback yet.
+    in_flight: usize,
+    destroying: bool,
+}
+
+struct Shared {
+    props: Mutex<Props>,
+    state: Mutex<State>,
+    idle: Condvar,
+    /// Serializes callback invocations of this restorer.
+    delivery: Mutex<()>,
+    /// Set by destroy: no event is delivered any more.
+    closed: AtomicBool,
+    sink: Sink,
+}
+
+thread_local! {
+    /// The restorer whose callback runs on this thread right now (its address), or 0.
+    static DELIVERING: Cell<usize> = const { Cell::new(0) };
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn address(&self) -> usize {
+        self as *const Shared as usize
+    }
+
+    fn in_own_callback(&self) -> bool {
+        DELIVERING.with(|d| d.get()) == self.address()
+    }
+
+    fn deliver(&self, op: Operation, notice: &Notice<'_>, counters: &Counters) {
+        let _turn = lock(&self.delivery);
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let previous = DELIVERING.with(|d| d.replace(self.address()));
+        let _ = catch_unwind(AssertUnwindSafe(|| (self.sink)(op, notice, counters)));
+        DELIVERING.with(|d| d.set(previous));
+    }
+}
+
+/// A backup restorer. Cloning shares the same restorer.
+#[derive(Clone)]
+pub struct Restorer {
+    shared: Arc<Shared>,
+}
+
+struct JobReporter<'a> {
+    shared: &'a Shared,
+    op: Operation,
+    cancel: &'a AtomicBool,
+}
+
+impl Reporter for JobReporter<'_> {
+    fn event(&mut self, event: Event<'_>, counters: &Counters) {
+        self.shared.deliver(self.op, &Notice::Op(event), counters);
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+enum Job {
+    Backup(BackupJob),
+    Restore(RestoreJob),
+}
+
+impl Restorer {
+    pub fn new(sink: Sink) -> Restorer {
+        Restorer {
+            shared: Arc::new(Shared {
+                props: Mutex::new(Props::default()),
+                state: Mutex::new(State {
+                    running: None,
+                    in_flight: 0,
+                    destroying: false,
+                }),
+                idle: Condvar::new(),
+                delivery: Mutex::new(()),
+                closed: AtomicBool::new(false),
+                sink,
+            }),
+        }
+    }
+
+    /// Runs `f` on the properties.
+    pub fn with_props<R>(&self, f: impl FnOnce(&mut Props) -> R) -> R {
+        f(&mut lock(&self.shared.props))
+    }
+
+    /// Starts a backup or restore on the worker pool. Only bad flags, a missing path property,
+    /// an existing backup without WM_BACKUP_OVERWRITE and a running operation fail here;
+    /// everything else is reported by END.
+    pub fn start(&self, op: Operation, flags: u32) -> Result<()> {
+        let allowed = match op {
+            Operation::Backup => BACKUP_OVERWRITE,
+            Operation::Restore => RESTORE_INDIVIDUALIZE | RESTORE_VERIFY_ONLY,
+        };
+        if flags & !allowed != 0 {
+            return Err(Error::InvalidArg(format!(
+                "flags 0x{flags:x} have bits 0x{:x} that a {} does not take",
+                flags & !allowed,
+                op.name()
+            )));
+        }
+        let props = lock(&self.shared.props).clone();
+        let path_prop = match op {
+            Operation::Backup => PropName::BackupPath,
+            Operation::Restore => PropName::RestorePath,
+        };
+        let path =
+            PathBuf::from(props.get(path_prop).ok_or_else(|| {
+                Error::InvalidProperty(format!("{} is not set", path_prop.as_str()))
+            })?);
+        let store_dir = match props.get(PropName::StorePath) {
+            Some(p) => PathBuf::from(p),
+            None => paths::default_store_dir()?,
+        };
+        let service_url = props.get(PropName::ServiceUrl).map(str::to_owned);
+        let job = match op {
+            Operation::Backup => Job::Backup(BackupJob {
+                store_dir,
+                backup_dir: path,
+                overwrite: flags & BACKUP_OVERWRITE != 0,
+                service_url,
+            }),
+            Operation::Restore => Job::Restore(RestoreJob {
+                store_dir,
+                restore_path: path,
+                individualize: flags & RESTORE_INDIVIDUALIZE != 0,
+                verify_only: flags & RESTORE_VERIFY_ONLY != 0,
+                service_url,
+            }),
+        };
+
+        let cancel = Arc::new(AtomicBool::new(false));
+        {
+            let mut st = lock(&self.shared.state);
+            if st.destroying {
+                return Err(Error::Internal("the restorer is being destroyed".into()));
+            }
+            if let Some((running, _)) = &st.running {
+                return Err(Error::Busy(format!(
+                    "a {} is already running on this restorer",
+                    running.name()
+                )));
+            }
+            if let Job::Backup(b) = &job {
+                let target = b.backup_dir.join(BACKUP_FILE);
+                if !b.overwrite && target.exists() {
+                    return Err(Error::BackupExists(target.display().to_string()));
+                }
+            }
+            st.running = Some((op, cancel.clone()));
+            st.in_flight += 1;
+        }
+        let shared = self.shared.clone();
+        let submitted = pool::submit(Box::new(move || run(shared, op, job, cancel)));
+        if let Err(e) = submitted {
+            let mut st = lock(&self.shared.state);
+            st.running = None;
+            st.in_flight -= 1;
+            self.shared.idle.notify_all();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Asks the running `op` to stop; `false` when no such operation runs.
+    pub fn cancel(&self, op: Operation) -> bool {
+        let st = lock(&self.shared.state);
+        match &st.running {
+            Some((running, flag)) if *running == op => {
+                flag.store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits until no operation is in flight (its END delivered and returned). `None` waits
+    /// forever. Returns whether the restorer is idle.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        if self.shared.in_own_callback() {
+            return Err(Error::Busy(
+                "wm_backup_restorer_wait was called from the restorer's own callback, where it would wait for itself".into(),
+            ));
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = lock(&self.shared.state);
+        while st.in_flight > 0 {
+            match deadline {
+                None => st = self.shared.idle.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(false);
+                    }
+                    st = self
+                        .shared
+                        .idle
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Cancels a running operation and waits for its END; afterwards the sink is never called
+    /// again. From inside the restorer's own callback it cannot wait: it cancels, silences the
+    /// sink, and the operation winds down after the callback returns.
+    pub fn destroy(&self) {
+        {
+            let mut st = lock(&self.shared.state);
+            st.destroying = true;
+            if let Some((_, flag)) = &st.running {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+        if !self.shared.in_own_callback() {
+            let mut st = lock(&self.shared.state);
+            while st.in_flight > 0 {
+                st = self.shared.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
+/// The body of one operation on a worker thread: BEGIN, the work, a last PROGRESS, END.
+fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Arc<AtomicBool>) {
+    let mut counters = Counters::default();
+    shared.deliver(op, &Notice::Begin, &counters);
+    let result = {
+        let mut rep = JobReporter {
+            shared: &shared,
+            op,
+            cancel: &cancel,
+        };
+        let c = &mut counters;
+        catch_unwind(AssertUnwindSafe(|| match &job {
+            Job::Backup(b) => engine::backup(b, &mut rep, c),
+            Job::Restore(r) => engine::restore(r, &mut rep, c),
+        }))
+        .unwrap_or_else(|_| Err(Error::Internal(format!("the {} panicked", op.name()))))
+    };
+    if counters.streaming {
+        shared.deliver(op, &Notice::Op(Event::Progress), &counters);
+    }
+    // The restorer is idle while END is delivered: the callback may start the next operation.
+    lock(&shared.state).running = None;
+    shared.deliver(op, &Notice::End(&result), &counters);
+    let mut st = lock(&shared.state);
+    st.in_flight -= 1;
+    shared.idle.notify_all();
+}
