@@ -384,16 +384,9 @@ pub fn restore(job: &RestoreJob, rep: &mut dyn Reporter, c: &mut Counters) -> Re
             staging: dir,
         } => {
             import_all(&mut store, &mut reader, rep, c, &mut clock, now, commit)?;
-            drop(store);
-            fs::rename(&dir, &job.store_dir).map_err(|e| {
-                Error::Store(format!(
-                    "cannot move the new store into {}: {e}",
-                    job.store_dir.display()
-                ))
-            })?;
-            staging.0 = None;
-            if let Some(parent) = job.store_dir.parent() {
-                let _ = fsutil::sync_dir(parent);
+            if commit {
+                drop(store);
+                install_staged_store(&dir, &job.store_dir)?;
             }
         }
         Target::Ephemeral(_) => {
@@ -440,6 +433,30 @@ fn count_license(
     } else {
         c.skipped += 1;
     }
+    Ok(())
+}
+
+/// Moves a store built in `staging` into `store_dir` (which may exist already, e.g. the data
+/// directory that also holds the embedded service). The database goes last: until it is in
+/// place, `store_dir` does not count as a store.
+fn install_staged_store(staging: &Path, store_dir: &Path) -> Result<()> {
+    let fail = |e: std::io::Error| {
+        Error::Store(format!(
+            "cannot move the new store into {}: {e}",
+            store_dir.display()
+        ))
+    };
+    fsutil::create_private_dir_all(store_dir).map_err(fail)?;
+    let mut names: Vec<_> = fs::read_dir(staging)
+        .map_err(fail)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(fail)?;
+    names.sort_by_key(|n| n == std::ffi::OsStr::new(crate::store::DB_FILE));
+    for name in names {
+        fs::rename(staging.join(&name), store_dir.join(&name)).map_err(fail)?;
+    }
+    fsutil::sync_dir(store_dir).map_err(fail)?;
     Ok(())
 }
 

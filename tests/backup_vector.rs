@@ -52,8 +52,14 @@ fn header(service: &KeyPair, rng: &mut SeededRng) -> Header {
             ciphertext: [0; 48],
         },
     };
-    h.sealed_data_key =
-        hpke_seal_key(&service.public, INFO_DATA_KEY, &h.core_bytes(), &DATA_KEY, rng).unwrap();
+    h.sealed_data_key = hpke_seal_key(
+        &service.public,
+        INFO_DATA_KEY,
+        &h.core_bytes(),
+        &DATA_KEY,
+        rng,
+    )
+    .unwrap();
     h
 }
 
@@ -76,7 +82,10 @@ fn writer_reproduces_the_committed_vector() {
         std::fs::write(&path, &generated).unwrap();
     }
     let committed = std::fs::read(&path).expect("the committed vector exists");
-    assert_eq!(committed, generated, "the backup writer no longer produces the v1 vector");
+    assert_eq!(
+        committed, generated,
+        "the backup writer no longer produces the v1 vector"
+    );
 }
 
 #[test]
@@ -93,8 +102,13 @@ fn reader_parses_the_committed_vector() {
     assert_eq!(h.license_count, 2);
     assert_eq!(h.service_key_id, [0x44; 16]);
     let service = KeyPair::derive(SERVICE_IKM);
-    let data_key = hpke_open_key(&service.secret, INFO_DATA_KEY, &h.core_bytes(), &h.sealed_data_key)
-        .expect("the service key opens the data key");
+    let data_key = hpke_open_key(
+        &service.secret,
+        INFO_DATA_KEY,
+        &h.core_bytes(),
+        &h.sealed_data_key,
+    )
+    .expect("the service key opens the data key");
     assert_eq!(data_key, DATA_KEY);
     let mut r = BackupReader::new(input, &h, &data_key);
     let mut got = Vec::new();
@@ -104,6 +118,8 @@ fn reader_parses_the_committed_vector() {
     assert_eq!(got, licenses());
     // No content key appears in the clear.
     for l in licenses() {
-        assert!(!bytes.windows(l.content_key.len()).any(|w| w == &l.content_key[..]));
+        assert!(!bytes
+            .windows(l.content_key.len())
+            .any(|w| w == &l.content_key[..]));
     }
 }
