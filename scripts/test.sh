@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${WMLICENSE_JOBS:-2}
 
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
+
 echo "== cargo test"
 cargo test --workspace -j "$jobs"
 
