@@ -10,11 +10,13 @@ use crate::license::{unix_now, License};
 use crate::service::{self, GrantRequest};
 use crate::store::Store;
 use once_cell::sync::Lazy;
+use rusqlite::InterruptHandle;
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What an operation reports while it runs (END is the caller's to send).
@@ -43,9 +45,67 @@ pub struct Counters {
     pub streaming: bool,
 }
 
+/// Receives the events of a running operation.
 pub trait Reporter {
     fn event(&mut self, event: Event<'_>, counters: &Counters);
-    fn cancelled(&self) -> bool;
+}
+
+/// Cancellation of one operation: a flag checked between steps and per license, plus the SQLite
+/// connections to interrupt so that a long statement (the snapshot's count, a commit) stops at
+/// once instead of running to its end.
+#[derive(Clone, Default)]
+pub struct Cancel {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Default)]
+struct CancelInner {
+    set: AtomicBool,
+    interrupts: Mutex<Vec<InterruptHandle>>,
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Requests cancellation; safe from any thread, any number of times.
+    pub fn cancel(&self) {
+        self.inner.set.store(true, Ordering::Release);
+        for handle in self
+            .inner
+            .interrupts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            handle.interrupt();
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.inner.set.load(Ordering::Acquire)
+    }
+
+    /// `Err(Canceled)` once cancellation was requested.
+    pub fn check(&self) -> Result<()> {
+        if self.is_set() {
+            Err(Error::Canceled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// From now on, a cancel also interrupts the statement `store` is running.
+    fn watch(&self, store: &Store) -> Result<()> {
+        self.inner
+            .interrupts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(store.interrupt_handle());
+        // A cancel that came before the handle was registered is seen here.
+        self.check()
+    }
 }
 
 /// Minimum time between two PROGRESS events.
@@ -65,10 +125,8 @@ impl ProgressClock {
     }
 
     /// Checks for cancellation and, at most every 100 ms, reports PROGRESS.
-    fn tick(&mut self, rep: &mut dyn Reporter, c: &Counters) -> Result<()> {
-        if rep.cancelled() {
-            return Err(Error::Canceled);
-        }
+    fn tick(&mut self, rep: &mut dyn Reporter, cancel: &Cancel, c: &Counters) -> Result<()> {
+        cancel.check()?;
         self.calls = self.calls.wrapping_add(1);
         if self.calls % 32 == 0 && self.last.elapsed() >= PROGRESS_INTERVAL {
             rep.event(Event::Progress, c);
@@ -179,7 +237,12 @@ impl Drop for TempFile {
 }
 
 /// Writes `<backup_dir>/licenses.wmlb` from one snapshot of the store, atomically.
-pub fn backup(job: &BackupJob, rep: &mut dyn Reporter, c: &mut Counters) -> Result<()> {
+pub fn backup(
+    job: &BackupJob,
+    rep: &mut dyn Reporter,
+    cancel: &Cancel,
+    c: &mut Counters,
+) -> Result<()> {
     fs::create_dir_all(&job.backup_dir).map_err(|e| {
         Error::BackupRestore(format!(
             "cannot create the backup directory {}: {e}",
@@ -192,8 +255,10 @@ pub fn backup(job: &BackupJob, rep: &mut dyn Reporter, c: &mut Counters) -> Resu
         return Err(Error::BackupExists(target.display().to_string()));
     }
     let mut store = open_source_store(&job.store_dir)?;
+    cancel.watch(&store)?;
     let service = service::connect(job.service_url.as_deref())?;
     let key = service.service_key()?;
+    cancel.check()?;
 
     let tmp_path = fsutil::temp_path_for(&target)
         .map_err(|e| Error::BackupRestore(format!("cannot name a temporary file: {e}")))?;
@@ -238,7 +303,7 @@ pub fn backup(job: &BackupJob, rep: &mut dyn Reporter, c: &mut Counters) -> Resu
         c.streaming = true;
         let mut clock = ProgressClock::new();
         snap.for_each(|l| {
-            clock.tick(rep, c)?;
+            clock.tick(rep, cancel, c)?;
             if l.may_back_up() {
                 writer.push(l)?;
                 c.processed += 1;
@@ -254,9 +319,7 @@ pub fn backup(job: &BackupJob, rep: &mut dyn Reporter, c: &mut Counters) -> Resu
             }
             Ok(true)
         })?;
-        if rep.cancelled() {
-            return Err(Error::Canceled);
-        }
+        cancel.check()?;
         let out = writer.finish()?;
         out.into_inner()
             .map_err(|e| Error::BackupRestore(format!("cannot write the backup: {}", e.error())))
@@ -304,7 +367,12 @@ impl Drop for StagingGuard {
 
 /// Restores a backup into a store in one transaction that commits only after the whole backup
 /// has authenticated.
-pub fn restore(job: &RestoreJob, rep: &mut dyn Reporter, c: &mut Counters) -> Result<()> {
+pub fn restore(
+    job: &RestoreJob,
+    rep: &mut dyn Reporter,
+    cancel: &Cancel,
+    c: &mut Counters,
+) -> Result<()> {
     let path = if job.restore_path.is_dir() {
         job.restore_path.join(BACKUP_FILE)
     } else {
@@ -339,6 +407,9 @@ pub fn restore(job: &RestoreJob, rep: &mut dyn Reporter, c: &mut Counters) -> Re
             staging: dir,
         }
     };
+    if let Target::Existing(s) | Target::New { store: s, .. } = &target {
+        cancel.watch(s)?;
+    }
     let identity = match &target {
         Target::Existing(s) | Target::New { store: s, .. } => s.identity().clone(),
         Target::Ephemeral(id) => id.clone(),
@@ -368,72 +439,67 @@ pub fn restore(job: &RestoreJob, rep: &mut dyn Reporter, c: &mut Counters) -> Re
             return Err(e);
         }
     };
+    cancel.check()?;
     let data_key = request.open_grant(&identity.keys.secret, &sealed)?;
-    let mut reader = BackupReader::new(input, &header, &data_key);
-    c.streaming = true;
-    let now = unix_now();
-    let mut clock = ProgressClock::new();
+    let mut stream = RestoreStream {
+        reader: BackupReader::new(input, &header, &data_key),
+        rep,
+        cancel,
+        counters: c,
+        clock: ProgressClock::new(),
+        now: unix_now(),
+    };
     let commit = !job.verify_only;
-
     match target {
-        Target::Existing(mut store) => {
-            import_all(&mut store, &mut reader, rep, c, &mut clock, now, commit)?;
-        }
+        Target::Existing(mut store) => stream.import_into(&mut store, commit)?,
         Target::New {
             mut store,
             staging: dir,
         } => {
-            import_all(&mut store, &mut reader, rep, c, &mut clock, now, commit)?;
+            stream.import_into(&mut store, commit)?;
             if commit {
                 drop(store);
                 install_staged_store(&dir, &job.store_dir)?;
             }
         }
-        Target::Ephemeral(_) => {
-            while let Some(l) = reader.next_license()? {
-                count_license(&l, now, c, |_| Ok(true))?;
-                clock.tick(rep, c)?;
+        Target::Ephemeral(_) => stream.run(|_| Ok(true))?,
+    }
+    Ok(())
+}
+
+/// The licenses of an authenticated backup flowing into a store.
+struct RestoreStream<'a> {
+    reader: BackupReader<BufReader<File>>,
+    rep: &'a mut dyn Reporter,
+    cancel: &'a Cancel,
+    counters: &'a mut Counters,
+    clock: ProgressClock,
+    now: i64,
+}
+
+impl RestoreStream<'_> {
+    /// Applies the restore rules to every license: expired ones are skipped, `write` decides
+    /// whether a newer copy already in the store wins.
+    fn run(&mut self, mut write: impl FnMut(&License) -> Result<bool>) -> Result<()> {
+        self.counters.streaming = true;
+        while let Some(l) = self.reader.next_license()? {
+            if l.is_expired(self.now) || !write(&l)? {
+                self.counters.skipped += 1;
+            } else {
+                self.counters.processed += 1;
             }
+            self.clock.tick(self.rep, self.cancel, self.counters)?;
         }
+        // Every chunk authenticated and the count matched: only now may an import commit.
+        self.cancel.check()
     }
-    Ok(())
-}
 
-fn import_all(
-    store: &mut Store,
-    reader: &mut BackupReader<BufReader<File>>,
-    rep: &mut dyn Reporter,
-    c: &mut Counters,
-    clock: &mut ProgressClock,
-    now: i64,
-    commit: bool,
-) -> Result<()> {
-    store.import(|imp| {
-        while let Some(l) = reader.next_license()? {
-            count_license(&l, now, c, |l| imp.put_if_newer(l))?;
-            clock.tick(rep, c)?;
-        }
-        // Every chunk authenticated and the count matched: only now may the import commit.
-        Ok(((), commit))
-    })
-}
-
-/// Applies the restore rules to one license: expired ones are skipped, `write` decides whether a
-/// newer copy already in the store wins.
-fn count_license(
-    l: &License,
-    now: i64,
-    c: &mut Counters,
-    write: impl FnOnce(&License) -> Result<bool>,
-) -> Result<()> {
-    if l.is_expired(now) {
-        c.skipped += 1;
-    } else if write(l)? {
-        c.processed += 1;
-    } else {
-        c.skipped += 1;
+    fn import_into(&mut self, store: &mut Store, commit: bool) -> Result<()> {
+        store.import(|imp| {
+            self.run(|l| imp.put_if_newer(l))?;
+            Ok(((), commit))
+        })
     }
-    Ok(())
 }
 
 /// Moves a store built in `staging` into `store_dir` (which may exist already, e.g. the data

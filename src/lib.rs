@@ -5,6 +5,7 @@
 //! boundary.
 
 pub mod crypto;
+pub mod db;
 pub mod engine;
 pub mod error;
 pub mod format;

@@ -46,20 +46,25 @@ pub fn size() -> usize {
     POOL.size
 }
 
-/// Queues `job` to run on a worker thread. Threads start on first use.
+/// Starts the worker threads if they are not running yet (restorers call it when created).
+pub fn start() -> Result<()> {
+    let pool = &*POOL;
+    let mut spawned = pool.spawned.lock().unwrap_or_else(|p| p.into_inner());
+    while *spawned < pool.size {
+        let rx = pool.receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("wmlicense-worker-{}", *spawned))
+            .spawn(move || worker(rx))
+            .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
+        *spawned += 1;
+    }
+    Ok(())
+}
+
+/// Queues `job` to run on a worker thread.
 pub fn submit(job: Job) -> Result<()> {
     let pool = &*POOL;
-    {
-        let mut spawned = pool.spawned.lock().unwrap_or_else(|p| p.into_inner());
-        while *spawned < pool.size {
-            let rx = pool.receiver.clone();
-            std::thread::Builder::new()
-                .name(format!("wmlicense-worker-{}", *spawned))
-                .spawn(move || worker(rx))
-                .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
-            *spawned += 1;
-        }
-    }
+    start()?;
     pool.sender
         .send(job)
         .map_err(|_| Error::Internal("the worker pool is gone".into()))

@@ -2,7 +2,7 @@
 //! delivery guarantees of its events (in order, never concurrent, exactly one END and last,
 //! nothing after destroy returns).
 
-use crate::engine::{self, BackupJob, Counters, Event, Reporter, RestoreJob};
+use crate::engine::{self, BackupJob, Cancel, Counters, Event, Reporter, RestoreJob};
 use crate::error::{Error, Result};
 use crate::format::BACKUP_FILE;
 use crate::paths;
@@ -47,7 +47,7 @@ pub type Sink = Box<dyn Fn(Operation, &Notice<'_>, &Counters) + Send + Sync>;
 
 struct State {
     /// The operation that runs now and its cancel flag; `None` once END is being delivered.
-    running: Option<(Operation, Arc<AtomicBool>)>,
+    running: Option<(Operation, Cancel)>,
     /// Operations started whose END has not returned from the callback yet.
     in_flight: usize,
     destroying: bool,
@@ -102,15 +102,11 @@ pub struct Restorer {
 struct JobReporter<'a> {
     shared: &'a Shared,
     op: Operation,
-    cancel: &'a AtomicBool,
 }
 
 impl Reporter for JobReporter<'_> {
     fn event(&mut self, event: Event<'_>, counters: &Counters) {
         self.shared.deliver(self.op, &Notice::Op(event), counters);
-    }
-    fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
     }
 }
 
@@ -121,6 +117,8 @@ enum Job {
 
 impl Restorer {
     pub fn new(sink: Sink) -> Restorer {
+        // Start the worker threads now, so that starting an operation never waits for them.
+        let _ = pool::start();
         Restorer {
             shared: Arc::new(Shared {
                 props: Mutex::new(Props::default()),
@@ -187,7 +185,7 @@ impl Restorer {
             }),
         };
 
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = Cancel::new();
         {
             let mut st = lock(&self.shared.state);
             if st.destroying {
@@ -224,8 +222,8 @@ impl Restorer {
     pub fn cancel(&self, op: Operation) -> bool {
         let st = lock(&self.shared.state);
         match &st.running {
-            Some((running, flag)) if *running == op => {
-                flag.store(true, Ordering::Relaxed);
+            Some((running, cancel)) if *running == op => {
+                cancel.cancel();
                 true
             }
             _ => false,
@@ -269,8 +267,8 @@ impl Restorer {
         {
             let mut st = lock(&self.shared.state);
             st.destroying = true;
-            if let Some((_, flag)) = &st.running {
-                flag.store(true, Ordering::Relaxed);
+            if let Some((_, cancel)) = &st.running {
+                cancel.cancel();
             }
         }
         if !self.shared.in_own_callback() {
@@ -284,21 +282,26 @@ impl Restorer {
 }
 
 /// The body of one operation on a worker thread: BEGIN, the work, a last PROGRESS, END.
-fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Arc<AtomicBool>) {
+fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Cancel) {
     let mut counters = Counters::default();
     shared.deliver(op, &Notice::Begin, &counters);
     let result = {
         let mut rep = JobReporter {
             shared: &shared,
             op,
-            cancel: &cancel,
         };
         let c = &mut counters;
         catch_unwind(AssertUnwindSafe(|| match &job {
-            Job::Backup(b) => engine::backup(b, &mut rep, c),
-            Job::Restore(r) => engine::restore(r, &mut rep, c),
+            Job::Backup(b) => engine::backup(b, &mut rep, &cancel, c),
+            Job::Restore(r) => engine::restore(r, &mut rep, &cancel, c),
         }))
         .unwrap_or_else(|_| Err(Error::Internal(format!("the {} panicked", op.name()))))
+    };
+    // A cancelled operation reports the cancel, whatever error the interruption surfaced as
+    // (an interrupted SQLite statement, say). One that finished before it noticed succeeded.
+    let result = match result {
+        Err(_) if cancel.is_set() => Err(Error::Canceled),
+        other => other,
     };
     if counters.streaming {
         shared.deliver(op, &Notice::Op(Event::Progress), &counters);

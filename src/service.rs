@@ -12,7 +12,6 @@ use crate::license::unix_now;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// HPKE `info` of the data key re-sealed to the restoring device.
 pub const INFO_GRANT: &[u8] = b"wmlicense v1 restore grant";
@@ -162,10 +161,8 @@ impl LocalService {
         }
         let key_id: [u8; 16] = bytes[8..24].try_into().unwrap();
         let keys = KeyPair::from_secret(bytes[24..56].try_into().unwrap())?;
-        let conn = Connection::open(dir.join(LEDGER_FILE))
+        let conn = crate::db::open_wal(&dir.join(LEDGER_FILE))
             .map_err(|e| svc_err("cannot open the ledger".into(), &e))?;
-        conn.busy_timeout(Duration::from_secs(60))?;
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
         conn.execute_batch(LEDGER_SCHEMA)?;
         Ok(LocalService {
             key_id,

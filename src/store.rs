@@ -1,17 +1,15 @@
 //! The license store: a directory holding a SQLite database and the store's device identity.
 
 use crate::crypto::{self, SecretSealer};
+use crate::db;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::identity::{DeviceIdentity, IDENTITY_FILE};
 use crate::license::{validate_key_id, License};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub const DB_FILE: &str = "licenses.db";
-/// How long a writer waits for another process's transaction before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Schema migrations: entry `i` upgrades schema version `i` to `i + 1`. Append, never edit.
 const MIGRATIONS: &[&str] = &[
@@ -99,23 +97,7 @@ impl Store {
         } else {
             DeviceIdentity::load(dir)?
         };
-        let db_path = dir.join(DB_FILE);
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(&db_path, flags)
-            .map_err(|e| Error::store(format!("cannot open {}", db_path.display()), e))?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Store(format!(
-                "{} cannot use write-ahead logging (journal mode {mode})",
-                db_path.display()
-            )));
-        }
-        // WAL + NORMAL: a process crash loses nothing committed; a power loss may lose the last
-        // commits but never leaves a half-applied one.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let mut conn = db::open_wal(&dir.join(DB_FILE))?;
         migrate(&mut conn, lineage)?;
         let lineage_id = read_lineage(&conn)?;
         let sealer = SecretSealer::new(&identity.storage_key)?;
@@ -136,6 +118,12 @@ impl Store {
     }
     pub fn lineage_id(&self) -> [u8; 16] {
         self.lineage_id
+    }
+
+    /// A handle that makes the statement this store runs now (on any thread) stop with an
+    /// error; used to cancel long operations.
+    pub fn interrupt_handle(&self) -> rusqlite::InterruptHandle {
+        self.conn.get_interrupt_handle()
     }
 
     /// Inserts the license, or replaces the one with the same key ID.
@@ -217,15 +205,20 @@ impl Store {
 
     /// Runs `f` inside one write transaction. It commits only when `f` returns `Ok((_, true))`;
     /// an error or `Ok((_, false))` rolls every change back.
-    pub fn import<R>(&mut self, f: impl FnOnce(&Importer<'_>) -> Result<(R, bool)>) -> Result<R> {
+    pub fn import<R>(
+        &mut self,
+        f: impl FnOnce(&mut Importer<'_>) -> Result<(R, bool)>,
+    ) -> Result<R> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let imp = Importer {
-            conn: &tx,
-            sealer: &self.sealer,
+        let (r, commit) = {
+            let mut imp = Importer {
+                stmt: tx.prepare_cached(UPSERT_IF_NEWER)?,
+                sealer: &self.sealer,
+            };
+            f(&mut imp)?
         };
-        let (r, commit) = f(&imp)?;
         if commit {
             tx.commit()?;
         } else {
@@ -259,17 +252,16 @@ impl Snapshot<'_> {
 
 /// Writes licenses inside an import transaction (see [`Store::import`]).
 pub struct Importer<'a> {
-    conn: &'a Connection,
+    stmt: rusqlite::CachedStatement<'a>,
     sealer: &'a SecretSealer,
 }
 
 impl Importer<'_> {
     /// Writes `license` unless the store holds a copy with `issued_at >=` its own.
     /// Returns whether it was written.
-    pub fn put_if_newer(&self, license: &License) -> Result<bool> {
+    pub fn put_if_newer(&mut self, license: &License) -> Result<bool> {
         let sealed = self.sealer.seal(&license.key_id, &license.content_key)?;
-        let mut stmt = self.conn.prepare_cached(UPSERT_IF_NEWER)?;
-        Ok(bind_and_run(&mut stmt, license, &sealed)? > 0)
+        Ok(bind_and_run(&mut self.stmt, license, &sealed)? > 0)
     }
 }
 
