@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: the Rust tests (unit, integration, header drift), then the CMake build of the
-# C tests and ctest (C API, header as C99/C++, exported symbols, native libraries).
+# Runs every test: clippy, the Rust tests (unit, integration, header drift, test vector), then
+# the CMake build of the C tests and ctest (C API, header as C99/C++, exported symbols, native
+# libraries), each C test once more under valgrind (when installed, with smaller counts), and
+# the whole C suite again built with AddressSanitizer and UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${WMLICENSE_JOBS:-2}
@@ -11,10 +13,22 @@ cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
 echo "== cargo test"
 cargo test --workspace -j "$jobs"
 
-echo "== cmake build"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug ${WMLICENSE_CMAKE_ARGS:-}
+valgrind=OFF
+command -v valgrind >/dev/null 2>&1 && valgrind=ON
+
+echo "== cmake build (valgrind runs: $valgrind)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug -DWMLICENSE_VALGRIND=$valgrind ${WMLICENSE_CMAKE_ARGS:-}
 cmake --build build -j "$jobs"
 
 echo "== ctest"
 rm -rf build/test-tmp
 ctest --test-dir build --output-on-failure -j "$jobs"
+
+echo "== cmake build with AddressSanitizer + UBSan"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWMLICENSE_SANITIZE=ON ${WMLICENSE_CMAKE_ARGS:-}
+cmake --build build-asan -j "$jobs"
+
+echo "== ctest (sanitized)"
+rm -rf build-asan/test-tmp
+ctest --test-dir build-asan --output-on-failure -j "$jobs" -E 'native_static_libs|exported_symbols'
+

@@ -458,7 +458,10 @@ pub fn restore(
         } => {
             stream.import_into(&mut store, commit)?;
             if commit {
+                // The new store exists only once installed: until then a cancel still discards it.
+                cancel.check()?;
                 drop(store);
+                cancel.check()?;
                 install_staged_store(&dir, &job.store_dir)?;
             }
         }
