@@ -407,46 +407,41 @@ typedef struct {
   char store[PATH_LEN], backup[PATH_LEN], restored[PATH_LEN];
 } calls_arg;
 
+/* Times CALL_SAMPLES starting calls of one operation (each waited for); 1 on success. */
+static int sample_calls(child_result *r, wm_backup_restorer *br, op_events *ev, int restore,
+                        double *samples, int *count) {
+  const char *what = restore ? "wm_backup_restorer_restore" : "wm_backup_restorer_backup";
+  int i;
+  for (i = 0; i < CALL_SAMPLES; i++) {
+    double t0, t1;
+    wm_hresult hr;
+    memset(ev, 0, sizeof *ev);
+    t0 = now_s();
+    hr = restore ? wm_backup_restorer_restore(br, WM_RESTORE_INDIVIDUALIZE)
+                 : wm_backup_restorer_backup(br, WM_BACKUP_OVERWRITE);
+    t1 = now_s();
+    if (!check_hr(r, what, hr)) return 0;
+    wm_backup_restorer_wait(br, WM_INFINITE);
+    if (ev->hr != WM_S_OK) {
+      fail_msg(r, "small %s END 0x%08x %s", restore ? "restore" : "backup", (unsigned)ev->hr, ev->message);
+      return 0;
+    }
+    samples[(*count)++] = (t1 - t0) * 1e6;
+  }
+  return 1;
+}
+
 static void child_calls(const void *argp, child_result *r) {
   const calls_arg *a = argp;
   static op_events ev;
   wm_backup_restorer *br = NULL;
-  int i;
   if (!check_hr(r, "wm_backup_restorer_create", wm_backup_restorer_create(on_event, &ev, &br))) return;
   if (!set_prop(r, br, WM_PROP_STORE_PATH, a->store) || !set_prop(r, br, WM_PROP_BACKUP_PATH, a->backup))
     goto out;
-  for (i = 0; i < CALL_SAMPLES; i++) {
-    double t0, t1;
-    wm_hresult hr;
-    memset(&ev, 0, sizeof ev);
-    t0 = now_s();
-    hr = wm_backup_restorer_backup(br, WM_BACKUP_OVERWRITE);
-    t1 = now_s();
-    if (!check_hr(r, "wm_backup_restorer_backup", hr)) goto out;
-    wm_backup_restorer_wait(br, WM_INFINITE);
-    if (ev.hr != WM_S_OK) {
-      fail_msg(r, "small backup END 0x%08x %s", (unsigned)ev.hr, ev.message);
-      goto out;
-    }
-    r->backup_calls_us[r->n_backup_calls++] = (t1 - t0) * 1e6;
-  }
+  if (!sample_calls(r, br, &ev, 0, r->backup_calls_us, &r->n_backup_calls)) goto out;
   if (!set_prop(r, br, WM_PROP_STORE_PATH, a->restored) || !set_prop(r, br, WM_PROP_RESTORE_PATH, a->backup))
     goto out;
-  for (i = 0; i < CALL_SAMPLES; i++) {
-    double t0, t1;
-    wm_hresult hr;
-    memset(&ev, 0, sizeof ev);
-    t0 = now_s();
-    hr = wm_backup_restorer_restore(br, WM_RESTORE_INDIVIDUALIZE);
-    t1 = now_s();
-    if (!check_hr(r, "wm_backup_restorer_restore", hr)) goto out;
-    wm_backup_restorer_wait(br, WM_INFINITE);
-    if (ev.hr != WM_S_OK) {
-      fail_msg(r, "small restore END 0x%08x %s", (unsigned)ev.hr, ev.message);
-      goto out;
-    }
-    r->restore_calls_us[r->n_restore_calls++] = (t1 - t0) * 1e6;
-  }
+  sample_calls(r, br, &ev, 1, r->restore_calls_us, &r->n_restore_calls);
 out:
   wm_backup_restorer_destroy(br);
 }

@@ -152,26 +152,13 @@ static inline size_t wmr_count_status(wmr_recorder *rec, int status) {
   return k;
 }
 
-static inline const char *wmr_status_name(int s) {
-  switch (s) {
-    case WM_STATUS_ERROR: return "ERROR";
-    case WM_STATUS_BACKUPRESTORE_BEGIN: return "BEGIN";
-    case WM_STATUS_BACKUPRESTORE_END: return "END";
-    case WM_STATUS_BACKUPRESTORE_CONNECTING: return "CONNECTING";
-    case WM_STATUS_BACKUPRESTORE_DISCONNECTING: return "DISCONNECTING";
-    case WM_STATUS_ERROR_WITHURL: return "ERROR_WITHURL";
-    case WM_STATUS_RESTRICTED_LICENSE: return "RESTRICTED_LICENSE";
-    case WM_STATUS_BACKUPRESTORE_PROGRESS: return "PROGRESS";
-    default: return "?";
-  }
-}
 
 static inline void wmr_print_events(wmr_recorder *rec, FILE *f) {
   size_t i;
   fprintf(f, "    events (%zu):", rec->n);
   for (i = 0; i < rec->n; i++) {
     const wmr_event *e = &rec->ev[i];
-    fprintf(f, " %s", wmr_status_name(e->status));
+    fprintf(f, " %s", wmt_status_name(e->status));
     if (e->status == WM_STATUS_BACKUPRESTORE_END || e->status == WM_STATUS_ERROR_WITHURL)
       fprintf(f, "(hr=0x%08x p=%llu t=%llu s=%llu msg=%s)", (unsigned)e->hr,
               (unsigned long long)e->processed, (unsigned long long)e->total,
@@ -187,7 +174,7 @@ static inline int wmr_seq_is(wmr_recorder *rec, const int *exp, size_t n, const 
   for (i = 0; same && i < n; i++) same = rec->ev[i].status == exp[i];
   if (!same) {
     fprintf(stderr, "%s:%d: event sequence differs\n    expected (%zu):", file, line, n);
-    for (i = 0; i < n; i++) fprintf(stderr, " %s", wmr_status_name(exp[i]));
+    for (i = 0; i < n; i++) fprintf(stderr, " %s", wmt_status_name(exp[i]));
     fprintf(stderr, "\n");
     wmr_print_events(rec, stderr);
   }
@@ -229,18 +216,18 @@ static inline int wmr_common(wmr_recorder *rec, int op, const char *file, int li
     if (e->struct_size != (uint32_t)sizeof(wm_event))
       WMR_FAIL("event %zu: struct_size %u, expected %u", i, (unsigned)e->struct_size, (unsigned)sizeof(wm_event));
     if (e->operation != op) WMR_FAIL("event %zu: operation %d, expected %d", i, e->operation, op);
-    if (e->on_caller_thread) WMR_FAIL("event %zu (%s) was delivered on the calling thread", i, wmr_status_name(e->status));
+    if (e->on_caller_thread) WMR_FAIL("event %zu (%s) was delivered on the calling thread", i, wmt_status_name(e->status));
     if (!is_end && !is_url && e->hr != WM_S_OK)
-      WMR_FAIL("event %zu (%s): hr 0x%08x, expected S_OK", i, wmr_status_name(e->status), (unsigned)e->hr);
+      WMR_FAIL("event %zu (%s): hr 0x%08x, expected S_OK", i, wmt_status_name(e->status), (unsigned)e->hr);
     if (e->status == WM_STATUS_RESTRICTED_LICENSE) {
       if (e->key_id_null || e->key_id_len == 0) WMR_FAIL("event %zu: RESTRICTED_LICENSE without key ID", i);
     } else if (!e->key_id_null || e->key_id_len != 0 || e->title) {
-      WMR_FAIL("event %zu (%s): key_id/title set", i, wmr_status_name(e->status));
+      WMR_FAIL("event %zu (%s): key_id/title set", i, wmt_status_name(e->status));
     }
     if (is_url || (is_end && e->hr != WM_S_OK)) {
-      if (!e->message || !e->message[0]) WMR_FAIL("event %zu (%s): message NULL or empty", i, wmr_status_name(e->status));
+      if (!e->message || !e->message[0]) WMR_FAIL("event %zu (%s): message NULL or empty", i, wmt_status_name(e->status));
     } else if (e->message) {
-      WMR_FAIL("event %zu (%s): unexpected message '%s'", i, wmr_status_name(e->status), e->message);
+      WMR_FAIL("event %zu (%s): unexpected message '%s'", i, wmt_status_name(e->status), e->message);
     }
   }
 #undef WMR_FAIL

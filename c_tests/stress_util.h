@@ -225,19 +225,6 @@ static inline wms_event wms_last_end(wms_recorder *rec) {
   return out;
 }
 
-static inline const char *wms_status_name(wm_status s) {
-  switch (s) {
-    case WM_STATUS_BACKUPRESTORE_BEGIN: return "BEGIN";
-    case WM_STATUS_BACKUPRESTORE_END: return "END";
-    case WM_STATUS_BACKUPRESTORE_CONNECTING: return "CONNECTING";
-    case WM_STATUS_BACKUPRESTORE_DISCONNECTING: return "DISCONNECTING";
-    case WM_STATUS_ERROR_WITHURL: return "ERROR_WITHURL";
-    case WM_STATUS_RESTRICTED_LICENSE: return "RESTRICTED_LICENSE";
-    case WM_STATUS_BACKUPRESTORE_PROGRESS: return "PROGRESS";
-    case WM_STATUS_ERROR: return "ERROR";
-  }
-  return "?";
-}
 
 /* Prints the recorded events to stderr (for failure diagnostics). */
 static inline void wms_dump_events(wms_recorder *rec, const char *label) {
@@ -247,7 +234,7 @@ static inline void wms_dump_events(wms_recorder *rec, const char *label) {
   for (i = 0; i < rec->count; i++) {
     const wms_event *ev = &rec->events[i];
     fprintf(stderr, "    %-13s op %d hr 0x%08x processed %llu total %llu skipped %llu %s\n",
-            wms_status_name(ev->status), (int)ev->operation, (unsigned)ev->hr,
+            wmt_status_name(ev->status), (int)ev->operation, (unsigned)ev->hr,
             (unsigned long long)ev->processed, (unsigned long long)ev->total,
             (unsigned long long)ev->skipped, ev->message);
   }

@@ -147,7 +147,7 @@ static void case_b_destroy_in_callback(wms_recorder *recp, wm_status on, const c
   size_t index = 0, events;
   wm_hresult wait_after = 0;
 
-  snprintf(label, sizeof label, "(b) destroy inside %s", wms_status_name(on));
+  snprintf(label, sizeof label, "(b) destroy inside %s", wmt_status_name(on));
   path_in_home(dir, sizeof dir, dir_name);
   memset(d, 0, sizeof *d);
   d->on = on;

@@ -46,7 +46,7 @@ static int wmt_failures = 0;
     }                                                                                \
   } while (0)
 
-static int wmt_finish(const char *name) {
+static inline int wmt_finish(const char *name) {
   if (wmt_failures) {
     fprintf(stderr, "%s: %d check(s) failed\n", name, wmt_failures);
     return 1;
@@ -56,7 +56,7 @@ static int wmt_finish(const char *name) {
 }
 
 /* Creates a fresh directory under $WMLICENSE_TEST_TMP (or /tmp); writes its path to buf. */
-static void wmt_temp_dir(char *buf, size_t size, const char *tag) {
+static inline void wmt_temp_dir(char *buf, size_t size, const char *tag) {
   const char *base = getenv("WMLICENSE_TEST_TMP");
   if (!base || !*base) base = "/tmp";
   mkdir(base, 0700);
@@ -67,19 +67,19 @@ static void wmt_temp_dir(char *buf, size_t size, const char *tag) {
   }
 }
 
-static int wmt_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+static inline int wmt_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb; (void)flag; (void)ftw;
   return remove(path);
 }
 
 /* Removes a directory tree (best effort). */
-static void wmt_rm_rf(const char *path) {
+static inline void wmt_rm_rf(const char *path) {
   nftw(path, wmt_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Fills `l` with a license whose key ID is "kid-<n>" and content key derives from n. The
    buffers must outlive the use of `l`. */
-static void wmt_make_license(wm_license *l, unsigned n, char kid[32], uint8_t key[16], uint32_t rights) {
+static inline void wmt_make_license(wm_license *l, unsigned n, char kid[32], uint8_t key[16], uint32_t rights) {
   size_t i;
   int len = snprintf(kid, 32, "kid-%08u", n);
   for (i = 0; i < 16; i++) key[i] = (uint8_t)(0xA5 ^ (n * 31 + i * 7) ^ (n >> 8));
@@ -94,6 +94,21 @@ static void wmt_make_license(wm_license *l, unsigned n, char kid[32], uint8_t ke
   l->begin_date = 0;
   l->expiration_date = 0;
   l->issued_at = 1700000000 + (int64_t)n;
+}
+
+/* The name of a wm_status value, for failure messages. */
+static inline const char *wmt_status_name(int s) {
+  switch (s) {
+    case WM_STATUS_ERROR: return "ERROR";
+    case WM_STATUS_BACKUPRESTORE_BEGIN: return "BEGIN";
+    case WM_STATUS_BACKUPRESTORE_END: return "END";
+    case WM_STATUS_BACKUPRESTORE_CONNECTING: return "CONNECTING";
+    case WM_STATUS_BACKUPRESTORE_DISCONNECTING: return "DISCONNECTING";
+    case WM_STATUS_ERROR_WITHURL: return "ERROR_WITHURL";
+    case WM_STATUS_RESTRICTED_LICENSE: return "RESTRICTED_LICENSE";
+    case WM_STATUS_BACKUPRESTORE_PROGRESS: return "PROGRESS";
+    default: return "?";
+  }
 }
 
 #endif
