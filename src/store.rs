@@ -386,3 +386,86 @@ fn read_lineage(conn: &Connection) -> Result<[u8; 16]> {
 
 /// Files that make up a store, for tools that copy or inspect one.
 pub const STORE_FILES: &[&str] = &[DB_FILE, IDENTITY_FILE];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir() -> PathBuf {
+        let id: [u8; 8] = crypto::random_array().unwrap();
+        std::env::temp_dir().join(format!("wmlicense-store-{:016x}", u64::from_le_bytes(id)))
+    }
+
+    fn license(i: u8) -> License {
+        License {
+            key_id: vec![i],
+            content_key: vec![i; 8],
+            title: None,
+            rights: 0x1,
+            play_count: -1,
+            begin_date: 0,
+            expiration_date: 0,
+            issued_at: 1,
+        }
+    }
+
+    #[test]
+    fn identity_and_lineage_survive_reopen() {
+        let dir = temp_dir();
+        let (device, lineage) = {
+            let s = Store::open(&dir).unwrap();
+            (s.identity().device_id, s.lineage_id())
+        };
+        let s = Store::open_existing(&dir).unwrap();
+        assert_eq!(s.identity().device_id, device);
+        assert_eq!(s.lineage_id(), lineage);
+        assert!(matches!(
+            Store::open_existing(&dir.join("missing")),
+            Err(Error::NotFound(_))
+        ));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_store_from_a_newer_wmlicense_is_refused() {
+        let dir = temp_dir();
+        drop(Store::open(&dir).unwrap());
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        match Store::open(&dir) {
+            Err(Error::Store(m)) => assert!(m.contains("newer"), "{m}"),
+            other => panic!("expected a store error, got {:?}", other.map(|_| ())),
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn import_commits_only_when_asked() {
+        let dir = temp_dir();
+        let mut s = Store::open(&dir).unwrap();
+        s.put(&license(1)).unwrap();
+        s.import(|imp| {
+            assert!(imp.put_if_newer(&license(2))?);
+            Ok(((), false))
+        })
+        .unwrap();
+        assert_eq!(s.count().unwrap(), 1);
+        let failed: Result<()> = s.import(|imp| {
+            imp.put_if_newer(&license(3))?;
+            Err(Error::corrupt("chunk 7"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(s.count().unwrap(), 1);
+        s.import(|imp| {
+            // Same issued_at as the stored copy: the stored copy wins.
+            assert!(!imp.put_if_newer(&license(1))?);
+            assert!(imp.put_if_newer(&license(4))?);
+            Ok(((), true))
+        })
+        .unwrap();
+        assert_eq!(s.count().unwrap(), 2);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
