@@ -241,7 +241,7 @@ int main(void) {
   CHECK_HR(wmr_set_str(r, WM_PROP_SERVICE_URL, "http://license.example:8080/"), WM_S_OK);
   check_get(r, WM_PROP_SERVICE_URL, "http://license.example:8080/");
 
-  /* Types: the SDK's other data types are unsupported; anything else is an invalid argument. */
+  /* Types: every type but WM_TYPE_STRING is unsupported (SPEC), the SDK's others and non-types alike. */
   {
     static const uint32_t other[] = {WM_TYPE_DWORD, WM_TYPE_BINARY, WM_TYPE_BOOL, WM_TYPE_QWORD, WM_TYPE_WORD,
                                      WM_TYPE_GUID};
@@ -252,10 +252,10 @@ int main(void) {
       CHECK_HR(wm_backup_restorer_set_prop(r, "backuppath", other[i], (const uint8_t *)"/t", 2),
                WM_E_UNSUPPORTED_PROPERTY);
     }
-    CHECK_HR(wm_backup_restorer_set_prop(r, WM_PROP_STORE_PATH, 99, (const uint8_t *)"/t", 2), WM_E_INVALIDARG);
-    CHECK_HR(wm_backup_restorer_set_prop(r, WM_PROP_STORE_PATH, 7, (const uint8_t *)"/t", 2), WM_E_INVALIDARG);
+    CHECK_HR(wm_backup_restorer_set_prop(r, WM_PROP_STORE_PATH, 99, (const uint8_t *)"/t", 2), WM_E_UNSUPPORTED_PROPERTY);
+    CHECK_HR(wm_backup_restorer_set_prop(r, WM_PROP_STORE_PATH, 7, (const uint8_t *)"/t", 2), WM_E_UNSUPPORTED_PROPERTY);
     CHECK_HR(wm_backup_restorer_set_prop(r, WM_PROP_STORE_PATH, 0xFFFFFFFFu, (const uint8_t *)"/t", 2),
-             WM_E_INVALIDARG);
+             WM_E_UNSUPPORTED_PROPERTY);
     check_get(r, WM_PROP_STORE_PATH, "/s");
   }
 

@@ -481,8 +481,8 @@ void wm_backup_restorer_destroy(struct wm_backup_restorer *restorer);
  * WM_TYPE_STRING; `value` is `value_len` bytes of UTF-8, a trailing NUL allowed.
  *
  * Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name),
- * WM_E_UNSUPPORTED_PROPERTY (a type other than WM_TYPE_STRING), WM_E_INVALIDARG (unknown type,
- * empty value, embedded NUL, not UTF-8, over 4096 bytes, ServiceUrl not http(s)).
+ * WM_E_UNSUPPORTED_PROPERTY (any type other than WM_TYPE_STRING), WM_E_INVALIDARG (empty value,
+ * embedded NUL, not UTF-8, over 4096 bytes, ServiceUrl not http(s)).
  */
 wm_hresult wm_backup_restorer_set_prop(struct wm_backup_restorer *restorer, const char *name, uint32_t type_, const uint8_t *value, uint32_t value_len);
 

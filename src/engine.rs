@@ -137,14 +137,16 @@ impl ProgressClock {
 }
 
 pub struct BackupJob {
-    pub store_dir: PathBuf,
+    /// `None`: the default store.
+    pub store_dir: Option<PathBuf>,
     pub backup_dir: PathBuf,
     pub overwrite: bool,
     pub service_url: Option<String>,
 }
 
 pub struct RestoreJob {
-    pub store_dir: PathBuf,
+    /// `None`: the default store.
+    pub store_dir: Option<PathBuf>,
     pub restore_path: PathBuf,
     pub individualize: bool,
     pub verify_only: bool,
@@ -254,7 +256,7 @@ pub fn backup(
     if !job.overwrite && target.exists() {
         return Err(Error::BackupExists(target.display().to_string()));
     }
-    let mut store = open_source_store(&job.store_dir)?;
+    let mut store = open_source_store(&store_dir_or_default(&job.store_dir)?)?;
     cancel.watch(&store)?;
     let service = service::connect(job.service_url.as_deref())?;
     let key = service.service_key()?;
@@ -327,12 +329,22 @@ pub fn backup(
     file.sync_all()
         .map_err(|e| Error::BackupRestore(format!("cannot flush the backup to disk: {e}")))?;
     drop(file);
+    // The rename is the commit point: up to here a cancel leaves the previous backup in place.
+    cancel.check()?;
     fs::rename(&tmp.path, &target)
         .map_err(|e| Error::BackupRestore(format!("cannot move the backup into place: {e}")))?;
     tmp.keep = true;
-    fsutil::sync_dir(&job.backup_dir)
-        .map_err(|e| Error::BackupRestore(format!("cannot flush the backup directory: {e}")))?;
+    // The new backup is in place; a directory that cannot be flushed (some file systems refuse)
+    // does not make it less complete.
+    let _ = fsutil::sync_dir(&job.backup_dir);
     Ok(())
+}
+
+fn store_dir_or_default(dir: &Option<PathBuf>) -> Result<PathBuf> {
+    match dir {
+        Some(d) => Ok(d.clone()),
+        None => crate::paths::default_store_dir(),
+    }
 }
 
 fn open_source_store(dir: &Path) -> Result<Store> {
@@ -389,17 +401,18 @@ pub fn restore(
     let header = format::read_header(&mut input)?;
     c.total = header.license_count;
 
+    let store_dir = store_dir_or_default(&job.store_dir)?;
     let mut staging = StagingGuard(None);
-    let target = if Store::exists(&job.store_dir) {
-        Target::Existing(Store::open_existing(&job.store_dir)?)
+    let target = if Store::exists(&store_dir) {
+        Target::Existing(Store::open_existing(&store_dir)?)
     } else if !job.individualize {
         return Err(Error::NeedsIndividualization(
-            job.store_dir.display().to_string(),
+            store_dir.display().to_string(),
         ));
     } else if job.verify_only {
         Target::Ephemeral(DeviceIdentity::generate()?)
     } else {
-        let dir = staging_dir_for(&job.store_dir)?;
+        let dir = staging_dir_for(&store_dir)?;
         staging.0 = Some(dir.clone());
         let store = Store::create_with_lineage(&dir, header.lineage_id)?;
         Target::New {
@@ -451,7 +464,15 @@ pub fn restore(
     };
     let commit = !job.verify_only;
     match target {
-        Target::Existing(mut store) => stream.import_into(&mut store, commit)?,
+        Target::Existing(mut store) => {
+            let was_empty = store.count()? == 0;
+            stream.import_into(&mut store, commit)?;
+            // An empty store that receives a backup continues its lineage, as a store created by
+            // the restore would: backing it up again must not start a fresh restore count.
+            if commit && was_empty && stream.counters.processed > 0 {
+                store.adopt_lineage(header.lineage_id)?;
+            }
+        }
         Target::New {
             mut store,
             staging: dir,
@@ -462,7 +483,7 @@ pub fn restore(
                 cancel.check()?;
                 drop(store);
                 cancel.check()?;
-                install_staged_store(&dir, &job.store_dir)?;
+                install_staged_store(&dir, &store_dir)?;
             }
         }
         Target::Ephemeral(_) => stream.run(|_| Ok(true))?,
@@ -506,8 +527,9 @@ impl RestoreStream<'_> {
 }
 
 /// Moves a store built in `staging` into `store_dir` (which may exist already, e.g. the data
-/// directory that also holds the embedded service). The database goes last: until it is in
-/// place, `store_dir` does not count as a store.
+/// directory that also holds the embedded service). Nothing is replaced: if a store appeared at
+/// `store_dir` while the restore ran, it is left as it is and the restore fails. The database
+/// goes last: until it is in place, `store_dir` does not count as a store.
 fn install_staged_store(staging: &Path, store_dir: &Path) -> Result<()> {
     let fail = |e: std::io::Error| {
         Error::Store(format!(
@@ -523,7 +545,13 @@ fn install_staged_store(staging: &Path, store_dir: &Path) -> Result<()> {
         .map_err(fail)?;
     names.sort_by_key(|n| n == std::ffi::OsStr::new(crate::store::DB_FILE));
     for name in names {
-        fs::rename(staging.join(&name), store_dir.join(&name)).map_err(fail)?;
+        if !fsutil::move_no_replace(&staging.join(&name), &store_dir.join(&name)).map_err(fail)? {
+            return Err(Error::Store(format!(
+                "a license store appeared at {} while the restore ran ({} exists); it was left as it is",
+                store_dir.display(),
+                name.to_string_lossy()
+            )));
+        }
     }
     fsutil::sync_dir(store_dir).map_err(fail)?;
     Ok(())

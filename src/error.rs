@@ -42,6 +42,9 @@ pub enum Error {
     OutOfMemory,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The object was closed or destroyed while the call ran.
+    #[error("{0}")]
+    Closed(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

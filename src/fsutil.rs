@@ -61,21 +61,31 @@ pub fn write_new_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<bool> 
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        // A hard link fails if the target exists, which makes creation first-writer-wins even
-        // between processes.
-        match fs::hard_link(&tmp, path) {
-            Ok(()) => {
-                if let Some(dir) = path.parent() {
-                    sync_dir(dir)?;
-                }
-                Ok(true)
+        let created = move_no_replace(&tmp, path)?;
+        if created {
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
         }
+        Ok(created)
     })();
     let _ = fs::remove_file(&tmp);
     result
+}
+
+/// Moves `src` to `dst` unless `dst` exists; returns whether it moved. A hard link fails when
+/// the target exists, which makes this first-writer-wins even between processes. File systems
+/// without hard links (FAT, some network shares) fall back to check-then-rename.
+pub fn move_no_replace(src: &Path, dst: &Path) -> io::Result<bool> {
+    match fs::hard_link(src, dst) {
+        Ok(()) => {
+            let _ = fs::remove_file(src);
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(_) if dst.exists() => Ok(false),
+        Err(_) => fs::rename(src, dst).map(|()| true),
+    }
 }
 
 /// Reads a small file created by [`write_new_file_atomically`].

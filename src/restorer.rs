@@ -5,7 +5,6 @@
 use crate::engine::{self, BackupJob, Cancel, Counters, Event, Reporter, RestoreJob};
 use crate::error::{Error, Result};
 use crate::format::BACKUP_FILE;
-use crate::paths;
 use crate::pool;
 use crate::props::{PropName, Props};
 use std::cell::Cell;
@@ -164,10 +163,8 @@ impl Restorer {
             PathBuf::from(props.get(path_prop).ok_or_else(|| {
                 Error::InvalidProperty(format!("{} is not set", path_prop.as_str()))
             })?);
-        let store_dir = match props.get(PropName::StorePath) {
-            Some(p) => PathBuf::from(p),
-            None => paths::default_store_dir()?,
-        };
+        // The default store is resolved by the job: a problem with it is reported in END.
+        let store_dir = props.get(PropName::StorePath).map(PathBuf::from);
         let service_url = props.get(PropName::ServiceUrl).map(str::to_owned);
         let job = match op {
             Operation::Backup => Job::Backup(BackupJob {
@@ -189,7 +186,7 @@ impl Restorer {
         {
             let mut st = lock(&self.shared.state);
             if st.destroying {
-                return Err(Error::Internal("the restorer is being destroyed".into()));
+                return Err(Error::Closed("the restorer is being destroyed".into()));
             }
             if let Some((running, _)) = &st.running {
                 return Err(Error::Busy(format!(
@@ -220,22 +217,27 @@ impl Restorer {
 
     /// Asks the running `op` to stop; `false` when no such operation runs.
     pub fn cancel(&self, op: Operation) -> bool {
-        let st = lock(&self.shared.state);
-        match &st.running {
-            Some((running, cancel)) if *running == op => {
-                cancel.cancel();
-                true
-            }
-            _ => false,
-        }
+        let cancel = match &lock(&self.shared.state).running {
+            Some((running, cancel)) if *running == op => cancel.clone(),
+            _ => return false,
+        };
+        // Outside the state lock: interrupting SQLite may wait for the statement it stops.
+        cancel.cancel();
+        true
     }
 
     /// Waits until no operation is in flight (its END delivered and returned). `None` waits
     /// forever. Returns whether the restorer is idle.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         if self.shared.in_own_callback() {
+            // While END is delivered the restorer is idle, unless the callback started the next
+            // operation; any other event belongs to a running operation, which the callback
+            // would wait for forever.
+            if lock(&self.shared.state).running.is_none() {
+                return Ok(true);
+            }
             return Err(Error::Busy(
-                "wm_backup_restorer_wait was called from the restorer's own callback, where it would wait for itself".into(),
+                "wm_backup_restorer_wait was called from the restorer's own callback while an operation runs; it would wait for itself".into(),
             ));
         }
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -264,12 +266,13 @@ impl Restorer {
     /// again. From inside the restorer's own callback it cannot wait: it cancels, silences the
     /// sink, and the operation winds down after the callback returns.
     pub fn destroy(&self) {
-        {
+        let running = {
             let mut st = lock(&self.shared.state);
             st.destroying = true;
-            if let Some((_, cancel)) = &st.running {
-                cancel.cancel();
-            }
+            st.running.as_ref().map(|(_, cancel)| cancel.clone())
+        };
+        if let Some(cancel) = running {
+            cancel.cancel();
         }
         if !self.shared.in_own_callback() {
             let mut st = lock(&self.shared.state);

@@ -249,7 +249,7 @@ impl LicenseService for LocalService {
     fn grant(&self, req: &GrantRequest) -> Result<SealedKey> {
         if req.header.service_key_id != self.key_id {
             return Err(Error::corrupt(
-                "the backup is sealed to another License Management Service key (its service key ID does not match)",
+                "the backup is sealed to another License Management Service key (its service key ID does not match): altered, or made with another service or data directory",
             ));
         }
         let data_key = hpke_open_key(
@@ -263,7 +263,12 @@ impl LicenseService for LocalService {
                 "the service cannot unseal the backup's data key: the header was altered",
             )
         })?;
-        let (granted, counted) = self.decide(req)?;
+        let (granted, counted) = self.decide(req).map_err(|e| match e {
+            Error::Store(m) => {
+                Error::ServiceUnavailable(format!("the embedded service's ledger: {m}"))
+            }
+            other => other,
+        })?;
         if !granted {
             return Err(Error::RestoreFraud {
                 message: format!(

@@ -7,6 +7,7 @@ use crate::fsutil;
 use crate::identity::{DeviceIdentity, IDENTITY_FILE};
 use crate::license::{validate_key_id, License};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 pub const DB_FILE: &str = "licenses.db";
@@ -92,7 +93,10 @@ impl Store {
             fsutil::create_private_dir_all(dir)
                 .map_err(|e| Error::store(format!("cannot create {}", dir.display()), e))?;
         }
-        let identity = if create {
+        // An identity is created only with the store: a database whose identity file is gone
+        // cannot open its content keys, and a fresh identity would hide that.
+        let holds_data = fs::metadata(dir.join(DB_FILE)).is_ok_and(|m| m.len() > 0);
+        let identity = if create && !holds_data {
             DeviceIdentity::load_or_create(dir)?
         } else {
             DeviceIdentity::load(dir)?
@@ -118,6 +122,17 @@ impl Store {
     }
     pub fn lineage_id(&self) -> [u8; 16] {
         self.lineage_id
+    }
+
+    /// Makes this store continue `lineage_id` (an empty store restored from a backup: its
+    /// licenses count against the backup's lineage, as if the restore had created the store).
+    pub fn adopt_lineage(&mut self, lineage_id: [u8; 16]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'lineage_id'",
+            [&lineage_id[..]],
+        )?;
+        self.lineage_id = lineage_id;
+        Ok(())
     }
 
     /// A handle that makes the statement this store runs now (on any thread) stop with an

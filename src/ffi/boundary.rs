@@ -118,6 +118,27 @@ impl<T> Out<T> {
     }
 }
 
+/// A (pointer, length) byte range of at most `max` bytes: a longer one fails with `too_long`
+/// before any slice is made over the caller's memory.
+///
+/// # Safety
+/// As for [`arg_bytes`].
+pub(crate) unsafe fn arg_bytes_max<'a>(
+    p: *const u8,
+    len: usize,
+    max: usize,
+    name: &'static str,
+    what: &str,
+    too_long: impl FnOnce(String) -> Error,
+) -> FfiResult<&'a [u8]> {
+    if len > max {
+        return Err(Fail::Core(too_long(format!(
+            "{what} is {len} bytes; it must be 1 to {max} bytes"
+        ))));
+    }
+    arg_bytes(p, len, name)
+}
+
 /// A (pointer, length) byte range: (NULL, 0) is empty; (NULL, n > 0) is WM_E_POINTER.
 ///
 /// # Safety

@@ -84,8 +84,8 @@ pub extern "C" fn wm_backup_restorer_destroy(restorer: *mut wm_backup_restorer) 
 /// WM_TYPE_STRING; `value` is `value_len` bytes of UTF-8, a trailing NUL allowed.
 ///
 /// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name),
-/// WM_E_UNSUPPORTED_PROPERTY (a type other than WM_TYPE_STRING), WM_E_INVALIDARG (unknown type,
-/// empty value, embedded NUL, not UTF-8, over 4096 bytes, ServiceUrl not http(s)).
+/// WM_E_UNSUPPORTED_PROPERTY (any type other than WM_TYPE_STRING), WM_E_INVALIDARG (empty value,
+/// embedded NUL, not UTF-8, over 4096 bytes, ServiceUrl not http(s)).
 #[no_mangle]
 pub unsafe extern "C" fn wm_backup_restorer_set_prop(
     restorer: *mut wm_backup_restorer,
@@ -335,16 +335,13 @@ unsafe fn prop_name(name: *const c_char) -> FfiResult<PropName> {
 }
 
 fn check_type(prop: PropName, type_: u32) -> FfiResult<()> {
-    match type_ {
-        WM_TYPE_STRING => Ok(()),
-        WM_TYPE_DWORD..=WM_TYPE_GUID => Err(Fail::Core(Error::UnsupportedProperty(format!(
-            "{} takes WM_TYPE_STRING, not type {type_}",
-            prop.as_str()
-        )))),
-        _ => Err(Fail::invalid(format!(
-            "{type_} is not a WM_TYPE_* data type"
-        ))),
+    if type_ == WM_TYPE_STRING {
+        return Ok(());
     }
+    Err(Fail::Core(Error::UnsupportedProperty(format!(
+        "{} takes WM_TYPE_STRING, not type {type_}",
+        prop.as_str()
+    ))))
 }
 
 /// A (buffer, length) output pair with two-call sizing. The length pointer is required; a NULL

@@ -101,6 +101,7 @@ pub(crate) fn hresult_of(e: &Error) -> wm_hresult {
         Error::ServiceUnavailable(_) => WM_E_RESTORE_SERVICE_UNAVAILABLE,
         Error::OutOfMemory => WM_E_OUTOFMEMORY,
         Error::Internal(_) => WM_E_UNEXPECTED,
+        Error::Closed(_) => WM_E_HANDLE,
     }
 }
 

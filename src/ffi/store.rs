@@ -1,12 +1,12 @@
 //! C API of the license store: `wm_license_store_*`.
 
 use super::boundary::{
-    arg_bytes, arg_opt_str, arg_ref, call, call_void, Fail, FfiResult, Out, PATH_MAX_BYTES,
+    arg_bytes_max, arg_opt_str, arg_ref, call, call_void, Fail, FfiResult, Out, PATH_MAX_BYTES,
 };
 use super::handle::Registry;
 use super::result::*;
 use crate::error::Error;
-use crate::license::{License, TITLE_MAX};
+use crate::license::{License, CONTENT_KEY_MAX, KEY_ID_MAX, TITLE_MAX};
 use crate::paths;
 use crate::store::Store;
 use std::cell::RefCell;
@@ -114,21 +114,27 @@ fn visiting<R>(handle: *mut wm_license_store, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A key ID argument: checked against the 64-byte limit before it is read.
+///
+/// # Safety
+/// A non-NULL `p` points to `len` readable bytes.
+unsafe fn key_id_arg<'a>(p: *const u8, len: usize, name: &'static str) -> FfiResult<&'a [u8]> {
+    arg_bytes_max(p, len, KEY_ID_MAX, name, "key ID", Error::InvalidKid)
+}
+
 /// # Safety
 /// The pointers of `l` are valid as documented on `wm_license`.
 unsafe fn license_from_c(l: &wm_license) -> FfiResult<License> {
-    let key_id = arg_bytes(l.key_id, l.key_id_len, "license->key_id")?;
-    let content_key = arg_bytes(l.content_key, l.content_key_len, "license->content_key")?;
+    let key_id = key_id_arg(l.key_id, l.key_id_len, "license->key_id")?;
+    let content_key = arg_bytes_max(
+        l.content_key,
+        l.content_key_len,
+        CONTENT_KEY_MAX,
+        "license->content_key",
+        "content key",
+        Error::InvalidArg,
+    )?;
     let title = arg_opt_str(l.title, TITLE_MAX, "license->title")?;
-    // Reject over-long byte ranges before copying them.
-    crate::license::validate_key_id(key_id)?;
-    if content_key.len() > crate::license::CONTENT_KEY_MAX {
-        return Err(Fail::invalid(format!(
-            "content key is {} bytes; it must be 1 to {} bytes",
-            content_key.len(),
-            crate::license::CONTENT_KEY_MAX
-        )));
-    }
     let license = License {
         key_id: key_id.to_vec(),
         content_key: content_key.to_vec(),
@@ -279,7 +285,7 @@ pub unsafe extern "C" fn wm_license_store_get(
     context: *mut c_void,
 ) -> wm_hresult {
     call("wm_license_store_get", || {
-        let key_id = arg_bytes(key_id, key_id_len, "key_id")?;
+        let key_id = key_id_arg(key_id, key_id_len, "key_id")?;
         let visitor = visitor.ok_or(Fail::Pointer("visitor"))?;
         let license = with_store(store, |s| Ok(s.get(key_id)?))?;
         visiting(store, || visit(&license, visitor, context));
@@ -297,7 +303,7 @@ pub unsafe extern "C" fn wm_license_store_remove(
     key_id_len: usize,
 ) -> wm_hresult {
     call("wm_license_store_remove", || {
-        let key_id = arg_bytes(key_id, key_id_len, "key_id")?;
+        let key_id = key_id_arg(key_id, key_id_len, "key_id")?;
         with_store(store, |s| Ok(s.remove(key_id)?))?;
         Ok(WM_S_OK)
     })
