@@ -14,7 +14,9 @@ struct Pool {
     sender: Sender<Job>,
     receiver: Receiver<Job>,
     size: usize,
-    spawned: Mutex<usize>,
+    /// (process ID, threads started in it): a child created by fork() has none of its
+    /// parent's threads and starts its own.
+    spawned: Mutex<(u32, usize)>,
 }
 
 static POOL: Lazy<Pool> = Lazy::new(|| {
@@ -23,7 +25,7 @@ static POOL: Lazy<Pool> = Lazy::new(|| {
         sender,
         receiver,
         size: configured_size(),
-        spawned: Mutex::new(0),
+        spawned: Mutex::new((std::process::id(), 0)),
     }
 });
 
@@ -50,13 +52,17 @@ pub fn size() -> usize {
 pub fn start() -> Result<()> {
     let pool = &*POOL;
     let mut spawned = pool.spawned.lock().unwrap_or_else(|p| p.into_inner());
-    while *spawned < pool.size {
+    let pid = std::process::id();
+    if spawned.0 != pid {
+        *spawned = (pid, 0);
+    }
+    while spawned.1 < pool.size {
         let rx = pool.receiver.clone();
         std::thread::Builder::new()
-            .name(format!("wmlicense-worker-{}", *spawned))
+            .name(format!("wmlicense-worker-{}", spawned.1))
             .spawn(move || worker(rx))
             .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
-        *spawned += 1;
+        spawned.1 += 1;
     }
     Ok(())
 }
