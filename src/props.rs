@@ -78,6 +78,22 @@ impl Props {
         Ok(())
     }
 
+    /// Sets a property from the bytes of a text value: UTF-8, one trailing NUL allowed (C
+    /// callers often count it), no NUL inside.
+    pub fn set_text_bytes(&mut self, name: PropName, bytes: &[u8]) -> Result<()> {
+        let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+        if bytes.contains(&0) {
+            return Err(Error::InvalidArg(format!(
+                "the {} value contains a NUL byte",
+                name.as_str()
+            )));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| {
+            Error::InvalidArg(format!("the {} value is not valid UTF-8", name.as_str()))
+        })?;
+        self.set(name, text)
+    }
+
     pub fn get(&self, name: PropName) -> Option<&str> {
         self.entries
             .iter()

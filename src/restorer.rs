@@ -240,6 +240,11 @@ impl Restorer {
                 "wm_backup_restorer_wait was called from the restorer's own callback while an operation runs; it would wait for itself".into(),
             ));
         }
+        Ok(pool::blocking(|| self.wait_idle(timeout)))
+    }
+
+    /// Blocks until no operation is in flight or the timeout passes; true when idle.
+    fn wait_idle(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = lock(&self.shared.state);
         while st.in_flight > 0 {
@@ -248,7 +253,7 @@ impl Restorer {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return Ok(false);
+                        return false;
                     }
                     st = self
                         .shared
@@ -259,13 +264,19 @@ impl Restorer {
                 }
             }
         }
-        Ok(true)
+        true
+    }
+
+    /// True once destroy was called: the restorer takes no more calls.
+    pub fn is_destroyed(&self) -> bool {
+        lock(&self.shared.state).destroying
     }
 
     /// Cancels a running operation and waits for its END; afterwards the sink is never called
     /// again. From inside the restorer's own callback it cannot wait: it cancels, silences the
-    /// sink, and the operation winds down after the callback returns.
-    pub fn destroy(&self) {
+    /// sink, and the operation winds down after the callback returns; it then returns `false`
+    /// (use [`Restorer::wait_destroyed`] to know when it has).
+    pub fn destroy(&self) -> bool {
         let running = {
             let mut st = lock(&self.shared.state);
             st.destroying = true;
@@ -274,13 +285,18 @@ impl Restorer {
         if let Some(cancel) = running {
             cancel.cancel();
         }
-        if !self.shared.in_own_callback() {
-            let mut st = lock(&self.shared.state);
-            while st.in_flight > 0 {
-                st = self.shared.idle.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
+        if self.shared.in_own_callback() {
+            self.shared.closed.store(true, Ordering::Release);
+            return false;
         }
+        pool::blocking(|| self.wait_idle(None));
         self.shared.closed.store(true, Ordering::Release);
+        true
+    }
+
+    /// After a destroy from inside the callback: blocks until the operation has wound down.
+    pub fn wait_destroyed(&self) {
+        pool::blocking(|| self.wait_idle(None));
     }
 }
 

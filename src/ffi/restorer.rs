@@ -45,8 +45,13 @@ pub const WM_INFINITE: u32 = 0xFFFF_FFFF;
 
 static RESTORERS: Registry<Restorer> = Registry::new("backup restorer");
 
-fn restorer(r: *mut wm_backup_restorer) -> FfiResult<Arc<Restorer>> {
-    RESTORERS.get(r, "restorer")
+/// The live restorer behind a handle; a destroyed one (still winding down) is WM_E_HANDLE.
+fn live_restorer(r: *mut wm_backup_restorer) -> FfiResult<Arc<Restorer>> {
+    let restorer = RESTORERS.get(r, "restorer")?;
+    if restorer.is_destroyed() {
+        return Err(Fail::Handle("backup restorer"));
+    }
+    Ok(restorer)
 }
 
 /// Creates a backup restorer whose events go to `callback` with `context`.
@@ -70,13 +75,27 @@ pub unsafe extern "C" fn wm_backup_restorer_create(
 /// Destroys a restorer: cancels a running operation, waits for its END, and after it returns the
 /// callback is never called again for this restorer. Called from inside the restorer's own
 /// callback it cannot wait: the callback gets no further events and the restorer is freed once
-/// its operation has wound down. NULL or an already destroyed handle does nothing.
+/// its operation has wound down; a destroy from another thread meanwhile waits for that. NULL or
+/// an already destroyed handle does nothing.
 #[no_mangle]
 pub extern "C" fn wm_backup_restorer_destroy(restorer: *mut wm_backup_restorer) {
     call_void(|| {
-        if let Some(r) = RESTORERS.remove(restorer) {
-            r.destroy();
+        let Ok(r) = RESTORERS.get(restorer, "restorer") else {
+            return;
+        };
+        if r.destroy() {
+            RESTORERS.remove(restorer);
+            return;
         }
+        // Destroyed from its own callback: the handle stays registered, answering WM_E_HANDLE
+        // to every call but a destroy (which waits), until the operation has wound down.
+        let token = restorer as usize;
+        let cleanup = move || {
+            r.wait_destroyed();
+            RESTORERS.remove(token as *const wm_backup_restorer);
+        };
+        // Should no worker be startable, the entry stays (a small leak) and the handle dead.
+        let _ = crate::pool::submit(Box::new(cleanup));
     })
 }
 
@@ -95,21 +114,11 @@ pub unsafe extern "C" fn wm_backup_restorer_set_prop(
     value_len: u32,
 ) -> wm_hresult {
     call("wm_backup_restorer_set_prop", || {
-        let r = restorer_arg(restorer)?;
+        let r = live_restorer(restorer)?;
         let prop = prop_name(name)?;
         check_type(prop, type_)?;
         let bytes = arg_bytes(value, value_len as usize, "value")?;
-        let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
-        if bytes.contains(&0) {
-            return Err(Fail::invalid(format!(
-                "the {} value contains a NUL byte",
-                prop.as_str()
-            )));
-        }
-        let text = std::str::from_utf8(bytes).map_err(|_| {
-            Fail::invalid(format!("the {} value is not valid UTF-8", prop.as_str()))
-        })?;
-        r.with_props(|p| p.set(prop, text))?;
+        r.with_props(|p| p.set_text_bytes(prop, bytes))?;
         Ok(WM_S_OK)
     })
 }
@@ -131,7 +140,7 @@ pub unsafe extern "C" fn wm_backup_restorer_get_prop_by_name(
     value_len: *mut u32,
 ) -> wm_hresult {
     call("wm_backup_restorer_get_prop_by_name", || {
-        let r = restorer_arg(restorer)?;
+        let r = live_restorer(restorer)?;
         let prop = prop_name(name)?;
         let out_type = Out::new(out_type, "out_type")?;
         let len = SizedOut::new(value, value_len, "value_len")?;
@@ -155,7 +164,7 @@ pub unsafe extern "C" fn wm_backup_restorer_get_prop_count(
     out_count: *mut u32,
 ) -> wm_hresult {
     call("wm_backup_restorer_get_prop_count", || {
-        let r = restorer_arg(restorer)?;
+        let r = live_restorer(restorer)?;
         let out = Out::new(out_count, "out_count")?;
         out.write(r.with_props(|p| p.len()) as u32);
         Ok(WM_S_OK)
@@ -179,7 +188,7 @@ pub unsafe extern "C" fn wm_backup_restorer_get_prop_by_index(
     value_len: *mut u32,
 ) -> wm_hresult {
     call("wm_backup_restorer_get_prop_by_index", || {
-        let r = restorer_arg(restorer)?;
+        let r = live_restorer(restorer)?;
         let name_out = SizedOut::new(name.cast::<u8>(), name_len, "name_len")?;
         let out_type = Out::new(out_type, "out_type")?;
         let value_out = SizedOut::new(value, value_len, "value_len")?;
@@ -210,7 +219,7 @@ pub unsafe extern "C" fn wm_backup_restorer_remove_prop(
     name: *const c_char,
 ) -> wm_hresult {
     call("wm_backup_restorer_remove_prop", || {
-        let r = restorer_arg(restorer)?;
+        let r = live_restorer(restorer)?;
         let prop = prop_name(name)?;
         r.with_props(|p| p.remove(prop))?;
         Ok(WM_S_OK)
@@ -223,7 +232,7 @@ pub unsafe extern "C" fn wm_backup_restorer_remove_all_props(
     restorer: *mut wm_backup_restorer,
 ) -> wm_hresult {
     call("wm_backup_restorer_remove_all_props", || {
-        restorer_arg(restorer)?.with_props(|p| p.clear());
+        live_restorer(restorer)?.with_props(|p| p.clear());
         Ok(WM_S_OK)
     })
 }
@@ -243,7 +252,7 @@ pub unsafe extern "C" fn wm_backup_restorer_backup(
     flags: u32,
 ) -> wm_hresult {
     call("wm_backup_restorer_backup", || {
-        restorer_arg(restorer)?.start(Operation::Backup, flags)?;
+        live_restorer(restorer)?.start(Operation::Backup, flags)?;
         Ok(WM_S_OK)
     })
 }
@@ -264,7 +273,7 @@ pub unsafe extern "C" fn wm_backup_restorer_restore(
     flags: u32,
 ) -> wm_hresult {
     call("wm_backup_restorer_restore", || {
-        restorer_arg(restorer)?.start(Operation::Restore, flags)?;
+        live_restorer(restorer)?.start(Operation::Restore, flags)?;
         Ok(WM_S_OK)
     })
 }
@@ -301,7 +310,7 @@ pub unsafe extern "C" fn wm_backup_restorer_wait(
     timeout_ms: u32,
 ) -> wm_hresult {
     call("wm_backup_restorer_wait", || {
-        let r = restorer_arg(restorer)?;
+        let r = live_restorer(restorer)?;
         let timeout = (timeout_ms != WM_INFINITE).then(|| Duration::from_millis(timeout_ms.into()));
         Ok(if r.wait(timeout)? {
             WM_S_OK
@@ -311,12 +320,8 @@ pub unsafe extern "C" fn wm_backup_restorer_wait(
     })
 }
 
-fn restorer_arg(r: *mut wm_backup_restorer) -> FfiResult<Arc<Restorer>> {
-    restorer(r)
-}
-
 fn cancel(r: *mut wm_backup_restorer, op: Operation) -> FfiResult {
-    Ok(if restorer_arg(r)?.cancel(op) {
+    Ok(if live_restorer(r)?.cancel(op) {
         WM_S_OK
     } else {
         WM_S_FALSE
