@@ -472,7 +472,8 @@ wm_hresult wm_backup_restorer_create(wm_status_callback callback, void *context,
  * Destroys a restorer: cancels a running operation, waits for its END, and after it returns the
  * callback is never called again for this restorer. Called from inside the restorer's own
  * callback it cannot wait: the callback gets no further events and the restorer is freed once
- * its operation has wound down. NULL or an already destroyed handle does nothing.
+ * its operation has wound down; a destroy from another thread meanwhile waits for that. NULL or
+ * an already destroyed handle does nothing.
  */
 void wm_backup_restorer_destroy(struct wm_backup_restorer *restorer);
 

@@ -340,6 +340,13 @@ pub fn backup(
     Ok(())
 }
 
+/// The device identity a restore gives a store it creates at `store_dir`: the same for every
+/// attempt at that place, so failed or cancelled attempts do not count as further devices.
+fn new_store_identity(store_dir: &Path) -> Result<DeviceIdentity> {
+    let seed = crate::identity::restore_seed(&crate::paths::default_data_dir()?)?;
+    Ok(DeviceIdentity::for_new_store(&seed, store_dir))
+}
+
 fn store_dir_or_default(dir: &Option<PathBuf>) -> Result<PathBuf> {
     match dir {
         Some(d) => Ok(d.clone()),
@@ -410,10 +417,12 @@ pub fn restore(
             store_dir.display().to_string(),
         ));
     } else if job.verify_only {
-        Target::Ephemeral(DeviceIdentity::generate()?)
+        Target::Ephemeral(new_store_identity(&store_dir)?)
     } else {
+        let identity = new_store_identity(&store_dir)?;
         let dir = staging_dir_for(&store_dir)?;
         staging.0 = Some(dir.clone());
+        identity.save_new(&dir)?;
         let store = Store::create_with_lineage(&dir, header.lineage_id)?;
         Target::New {
             store,

@@ -4,7 +4,49 @@
 use crate::crypto::{self, KeyPair};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use std::ffi::OsString;
 use std::path::Path;
+
+/// The absolute path of `dir`, resolving symbolic links in the part that exists.
+fn canonical_place(dir: &Path) -> OsString {
+    if let Ok(p) = dir.canonicalize() {
+        return p.into_os_string();
+    }
+    match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            match parent.canonicalize() {
+                Ok(p) => p.join(name).into_os_string(),
+                Err(_) => std::path::absolute(dir)
+                    .unwrap_or_else(|_| dir.to_path_buf())
+                    .into_os_string(),
+            }
+        }
+        _ => dir.as_os_str().to_os_string(),
+    }
+}
+
+/// This user's restore seed (32 random bytes in `<data dir>/restore.seed`, mode 0600), made on
+/// first use.
+pub fn restore_seed(data_dir: &Path) -> Result<[u8; 32]> {
+    let path = data_dir.join("restore.seed");
+    if !path.exists() {
+        fsutil::create_private_dir_all(data_dir)
+            .map_err(|e| Error::store(format!("cannot create {}", data_dir.display()), e))?;
+        let seed: [u8; 32] = crypto::random_array()?;
+        fsutil::write_new_file_atomically(&path, &seed)
+            .map_err(|e| Error::store(format!("cannot create {}", path.display()), e))?;
+    }
+    let bytes = fsutil::read_small_file(&path, 64)
+        .map_err(|e| Error::store(format!("cannot read {}", path.display()), e))?;
+    bytes
+        .try_into()
+        .map_err(|_| Error::Store(format!("{} is malformed", path.display())))
+}
 
 pub const IDENTITY_FILE: &str = "identity";
 const MAGIC: &[u8; 8] = b"WMLID\x00\x00\x01";
@@ -26,6 +68,42 @@ impl DeviceIdentity {
             keys: KeyPair::generate()?,
             storage_key: crypto::random_array()?,
         })
+    }
+
+    /// The identity a new store at `store_dir` gets from a restore: derived from this user's
+    /// restore seed and the store's path, so that a restore retried after a failure or a cancel
+    /// presents the same device to the License Management Service instead of counting another.
+    pub fn for_new_store(seed: &[u8; 32], store_dir: &Path) -> DeviceIdentity {
+        let place = canonical_place(store_dir);
+        let kdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"wmlicense v1 new store identity"), seed);
+        let expand = |info: &[u8], out: &mut [u8]| {
+            let mut full_info = info.to_vec();
+            full_info.push(0);
+            full_info.extend_from_slice(place.as_encoded_bytes());
+            kdf.expand(&full_info, out)
+                .expect("HKDF-SHA256 expands up to 8160 bytes");
+        };
+        let mut device_id = [0u8; 16];
+        let mut key_seed = [0u8; 32];
+        let mut storage_key = [0u8; 32];
+        expand(b"device id", &mut device_id);
+        expand(b"device key", &mut key_seed);
+        expand(b"storage key", &mut storage_key);
+        DeviceIdentity {
+            device_id,
+            keys: KeyPair::derive(&key_seed),
+            storage_key,
+        }
+    }
+
+    /// Writes this identity into `dir`, which must not have one yet.
+    pub fn save_new(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(IDENTITY_FILE);
+        match fsutil::write_new_file_atomically(&path, &self.encode()) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Store(format!("{} exists already", path.display()))),
+            Err(e) => Err(Error::store(format!("cannot create {}", path.display()), e)),
+        }
     }
 
     fn encode(&self) -> Vec<u8> {
