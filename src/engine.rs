@@ -8,7 +8,7 @@ use crate::fsutil;
 use crate::identity::DeviceIdentity;
 use crate::license::{unix_now, License};
 use crate::service::{self, GrantRequest};
-use crate::store::Store;
+use crate::store::{ImportMode, Store};
 use once_cell::sync::Lazy;
 use rusqlite::InterruptHandle;
 use std::collections::HashSet;
@@ -528,9 +528,14 @@ impl RestoreStream<'_> {
     }
 
     fn import_into(&mut self, store: &mut Store, commit: bool) -> Result<()> {
-        store.import(|imp| {
-            self.run(|l| imp.put_if_newer(l))?;
-            Ok(((), commit))
+        let mode = if commit {
+            ImportMode::Write
+        } else {
+            ImportMode::CheckOnly
+        };
+        let cancel = self.cancel.clone();
+        store.import(mode, &move || cancel.is_set(), |imp| {
+            self.run(|l| imp.put_if_newer(l))
         })
     }
 }

@@ -9,6 +9,7 @@ use crate::license::{validate_key_id, License};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub const DB_FILE: &str = "licenses.db";
 
@@ -44,6 +45,8 @@ const UPSERT: &str = "INSERT INTO licenses (key_id, sealed_content_key, title, r
         issued_at = excluded.issued_at";
 
 /// Like UPSERT, but an existing license with `issued_at >=` the incoming one is kept.
+const STORED_ISSUED_AT: &str = "SELECT issued_at FROM licenses WHERE key_id = ?1";
+
 const UPSERT_IF_NEWER: &str = "INSERT INTO licenses (key_id, sealed_content_key, title, rights,
         play_count, begin_date, expiration_date, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
      ON CONFLICT (key_id) DO UPDATE SET sealed_content_key = excluded.sealed_content_key,
@@ -218,28 +221,90 @@ impl Store {
         Ok(r)
     }
 
-    /// Runs `f` inside one write transaction. It commits only when `f` returns `Ok((_, true))`;
-    /// an error or `Ok((_, false))` rolls every change back.
+    /// Offers licenses to the store inside one transaction that `f` fills. `Write` commits when
+    /// `f` returns `Ok` and rolls everything back on an error; `CheckOnly` reads only (no write
+    /// lock) and tells what a write would do. Waiting for another writer's lock ends as soon as
+    /// `cancelled` says so.
     pub fn import<R>(
         &mut self,
-        f: impl FnOnce(&mut Importer<'_>) -> Result<(R, bool)>,
+        mode: ImportMode,
+        cancelled: &dyn Fn() -> bool,
+        f: impl FnOnce(&mut Importer<'_>) -> Result<R>,
     ) -> Result<R> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (r, commit) = {
+        let begin = match mode {
+            ImportMode::Write => "BEGIN IMMEDIATE",
+            ImportMode::CheckOnly => "BEGIN DEFERRED",
+        };
+        self.begin_cancellable(begin, cancelled)?;
+        let mut open = OpenTransaction {
+            conn: &self.conn,
+            open: true,
+        };
+        let r = {
             let mut imp = Importer {
-                stmt: tx.prepare_cached(UPSERT_IF_NEWER)?,
+                stmt: match mode {
+                    ImportMode::Write => self.conn.prepare_cached(UPSERT_IF_NEWER)?,
+                    ImportMode::CheckOnly => self.conn.prepare_cached(STORED_ISSUED_AT)?,
+                },
+                mode,
                 sealer: &self.sealer,
             };
             f(&mut imp)?
         };
-        if commit {
-            tx.commit()?;
-        } else {
-            tx.rollback()?;
-        }
+        self.conn.execute_batch(match mode {
+            ImportMode::Write => "COMMIT",
+            ImportMode::CheckOnly => "ROLLBACK",
+        })?;
+        open.open = false;
         Ok(r)
+    }
+
+    /// Runs `begin`, waiting for another connection's lock in short steps so that `cancelled`
+    /// can end the wait; gives up after the busy timeout like any other statement.
+    fn begin_cancellable(&self, begin: &str, cancelled: &dyn Fn() -> bool) -> Result<()> {
+        self.conn.busy_timeout(Duration::from_millis(25))?;
+        let deadline = Instant::now() + db::BUSY_TIMEOUT;
+        let result = loop {
+            match self.conn.execute_batch(begin) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+                {
+                    if cancelled() {
+                        break Err(Error::Canceled);
+                    }
+                    if Instant::now() >= deadline {
+                        break Err(Error::Store(
+                            "another connection has held the store's write lock for too long"
+                                .into(),
+                        ));
+                    }
+                }
+                other => break other.map_err(Error::from),
+            }
+        };
+        self.conn.busy_timeout(db::BUSY_TIMEOUT)?;
+        result
+    }
+}
+
+/// Whether an import writes (restore) or only checks (WM_RESTORE_VERIFY_ONLY).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportMode {
+    Write,
+    CheckOnly,
+}
+
+/// Rolls back a transaction that an error left open.
+struct OpenTransaction<'a> {
+    conn: &'a Connection,
+    open: bool,
+}
+
+impl Drop for OpenTransaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 }
 
@@ -268,15 +333,27 @@ impl Snapshot<'_> {
 /// Writes licenses inside an import transaction (see [`Store::import`]).
 pub struct Importer<'a> {
     stmt: rusqlite::CachedStatement<'a>,
+    mode: ImportMode,
     sealer: &'a SecretSealer,
 }
 
 impl Importer<'_> {
-    /// Writes `license` unless the store holds a copy with `issued_at >=` its own.
-    /// Returns whether it was written.
+    /// Takes `license` unless the store holds a copy with `issued_at >=` its own (in
+    /// `CheckOnly` mode: tells whether it would). Returns whether it was (would be) written.
     pub fn put_if_newer(&mut self, license: &License) -> Result<bool> {
-        let sealed = self.sealer.seal(&license.key_id, &license.content_key)?;
-        Ok(bind_and_run(&mut self.stmt, license, &sealed)? > 0)
+        match self.mode {
+            ImportMode::Write => {
+                let sealed = self.sealer.seal(&license.key_id, &license.content_key)?;
+                Ok(bind_and_run(&mut self.stmt, license, &sealed)? > 0)
+            }
+            ImportMode::CheckOnly => {
+                let stored: Option<i64> = self
+                    .stmt
+                    .query_row([&license.key_id], |r| r.get(0))
+                    .optional()?;
+                Ok(stored.is_none_or(|issued_at| license.issued_at > issued_at))
+            }
+        }
     }
 }
 
@@ -461,23 +538,25 @@ mod tests {
         let dir = temp_dir();
         let mut s = Store::open(&dir).unwrap();
         s.put(&license(1)).unwrap();
-        s.import(|imp| {
+        let never = || false;
+        s.import(ImportMode::CheckOnly, &never, |imp| {
             assert!(imp.put_if_newer(&license(2))?);
-            Ok(((), false))
+            assert!(!imp.put_if_newer(&license(1))?);
+            Ok(())
         })
         .unwrap();
         assert_eq!(s.count().unwrap(), 1);
-        let failed: Result<()> = s.import(|imp| {
+        let failed: Result<()> = s.import(ImportMode::Write, &never, |imp| {
             imp.put_if_newer(&license(3))?;
             Err(Error::corrupt("chunk 7"))
         });
         assert!(failed.is_err());
         assert_eq!(s.count().unwrap(), 1);
-        s.import(|imp| {
+        s.import(ImportMode::Write, &never, |imp| {
             // Same issued_at as the stored copy: the stored copy wins.
             assert!(!imp.put_if_newer(&license(1))?);
             assert!(imp.put_if_newer(&license(4))?);
-            Ok(((), true))
+            Ok(())
         })
         .unwrap();
         assert_eq!(s.count().unwrap(), 2);
