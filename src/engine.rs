@@ -72,13 +72,7 @@ impl Cancel {
     /// Requests cancellation; safe from any thread, any number of times.
     pub fn cancel(&self) {
         self.inner.set.store(true, Ordering::Release);
-        for handle in self
-            .inner
-            .interrupts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for handle in crate::sync::lock(&self.inner.interrupts).iter() {
             handle.interrupt();
         }
     }
@@ -98,11 +92,7 @@ impl Cancel {
 
     /// From now on, a cancel also interrupts the statement `store` is running.
     fn watch(&self, store: &Store) -> Result<()> {
-        self.inner
-            .interrupts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(store.interrupt_handle());
+        crate::sync::lock(&self.inner.interrupts).push(store.interrupt_handle());
         // A cancel that came before the handle was registered is seen here.
         self.check()
     }
@@ -144,6 +134,35 @@ pub struct BackupJob {
     pub service_url: Option<String>,
 }
 
+impl BackupJob {
+    /// The backup file this job writes; `BackupExists` when one is there and the job may not
+    /// overwrite it.
+    pub fn refuse_existing_backup(&self) -> Result<PathBuf> {
+        let target = self.backup_dir.join(BACKUP_FILE);
+        if !self.overwrite && target.exists() {
+            return Err(Error::BackupExists(target.display().to_string()));
+        }
+        Ok(target)
+    }
+}
+
+/// Removes temporary files that a backup writer which died (a crash, a power loss) left in
+/// `dir`. Called under the directory's lock, when no other writer can be at work there; on
+/// platforms without the cross-process lock nothing is removed.
+fn sweep_stale_temp_files(dir: &Path) {
+    if !cfg!(unix) {
+        return;
+    }
+    let prefix = format!(".{BACKUP_FILE}.");
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 pub struct RestoreJob {
     /// `None`: the default store.
     pub store_dir: Option<PathBuf>,
@@ -174,18 +193,11 @@ impl BackupDirLock {
                 dir.display()
             ))
         };
-        if !BACKUP_DIRS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(dir.clone())
-        {
+        if !crate::sync::lock(&BACKUP_DIRS).insert(dir.clone()) {
             return Err(busy());
         }
         let release = |dir: &Path| {
-            BACKUP_DIRS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(dir);
+            crate::sync::lock(&BACKUP_DIRS).remove(dir);
         };
         let file = match fs::OpenOptions::new()
             .create(true)
@@ -217,10 +229,7 @@ impl BackupDirLock {
 
 impl Drop for BackupDirLock {
     fn drop(&mut self) {
-        BACKUP_DIRS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.dir);
+        crate::sync::lock(&BACKUP_DIRS).remove(&self.dir);
     }
 }
 
@@ -252,10 +261,8 @@ pub fn backup(
         ))
     })?;
     let _lock = BackupDirLock::acquire(&job.backup_dir)?;
-    let target = job.backup_dir.join(BACKUP_FILE);
-    if !job.overwrite && target.exists() {
-        return Err(Error::BackupExists(target.display().to_string()));
-    }
+    sweep_stale_temp_files(&job.backup_dir);
+    let target = job.refuse_existing_backup()?;
     let mut store = open_source_store(&store_dir_or_default(&job.store_dir)?)?;
     cancel.watch(&store)?;
     let service = service::connect(job.service_url.as_deref())?;

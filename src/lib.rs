@@ -18,6 +18,7 @@ pub mod props;
 pub mod restorer;
 pub mod service;
 pub mod store;
+mod sync;
 
 pub use error::{Error, Result};
 pub use license::License;

@@ -74,7 +74,7 @@ pub fn size() -> usize {
 }
 
 fn threads() -> MutexGuard<'static, Threads> {
-    let mut t = POOL.threads.lock().unwrap_or_else(|p| p.into_inner());
+    let mut t = crate::sync::lock(&POOL.threads);
     let pid = std::process::id();
     if t.pid != pid {
         *t = Threads {

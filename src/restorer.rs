@@ -4,14 +4,14 @@
 
 use crate::engine::{self, BackupJob, Cancel, Counters, Event, Reporter, RestoreJob};
 use crate::error::{Error, Result};
-use crate::format::BACKUP_FILE;
 use crate::pool;
 use crate::props::{PropName, Props};
+use crate::sync::lock;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BACKUP_OVERWRITE: u32 = 0x1;
@@ -66,10 +66,6 @@ struct Shared {
 thread_local! {
     /// The restorer whose callback runs on this thread right now (its address), or 0.
     static DELIVERING: Cell<usize> = const { Cell::new(0) };
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
@@ -195,10 +191,7 @@ impl Restorer {
                 )));
             }
             if let Job::Backup(b) = &job {
-                let target = b.backup_dir.join(BACKUP_FILE);
-                if !b.overwrite && target.exists() {
-                    return Err(Error::BackupExists(target.display().to_string()));
-                }
+                b.refuse_existing_backup()?;
             }
             st.running = Some((op, cancel.clone()));
             st.in_flight += 1;

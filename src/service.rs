@@ -174,7 +174,7 @@ impl LocalService {
 
     /// Devices counted against `lineage_id` so far.
     pub fn devices_counted(&self, lineage_id: &[u8; 16]) -> Result<u64> {
-        let conn = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = crate::sync::lock(&self.ledger);
         let n: i64 = conn.query_row(
             "SELECT COUNT(*) FROM devices WHERE lineage_id = ?1",
             [&lineage_id[..]],
@@ -187,7 +187,7 @@ impl LocalService {
     fn decide(&self, req: &GrantRequest) -> Result<(bool, u64)> {
         let lineage = &req.header.lineage_id[..];
         let device = &req.device_id[..];
-        let mut conn = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = crate::sync::lock(&self.ledger);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let count = |tx: &rusqlite::Transaction<'_>| -> Result<u64> {
             let n: i64 = tx.query_row(

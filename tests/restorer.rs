@@ -72,9 +72,14 @@ fn restore_into_the_default_store_of_a_fresh_data_dir() {
         p.set(PropName::BackupPath, backup_dir.to_str().unwrap())
             .unwrap();
     });
+    // What a writer that died mid-backup leaves behind; the next backup there removes it.
+    let stale = backup_dir.join(".licenses.wmlb.4242.00ff00ff00ff00ff.tmp");
+    std::fs::write(&stale, b"half a backup").unwrap();
     r.start(Operation::Backup, BACKUP_OVERWRITE).unwrap();
     assert!(r.wait(None).unwrap());
     assert_eq!(names(&log), ["BEGIN", "RESTRICTED", "PROGRESS", "END"]);
+    #[cfg(unix)]
+    assert!(!stale.exists(), "a stale temporary file survived the backup");
     let end = log.lock().unwrap().last().unwrap().clone();
     assert_eq!(end.1, None);
     assert_eq!((end.2.processed, end.2.total, end.2.skipped), (2, 3, 1));

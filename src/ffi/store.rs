@@ -97,7 +97,7 @@ fn with_store<R>(
             "the store was called from inside its own visitor".into(),
         )));
     }
-    let mut store = h.store.lock().unwrap_or_else(|p| p.into_inner());
+    let mut store = crate::sync::lock(&h.store);
     f(&mut store)
 }
 
