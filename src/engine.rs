@@ -496,9 +496,11 @@ pub fn restore(
             stream.import_into(&mut store, commit)?;
             if commit {
                 // The new store exists only once installed: until then a cancel still discards it.
+                // The checkpoint (the slow part of closing a large store) is interruptible.
+                cancel.check()?;
+                store.checkpoint()?;
                 cancel.check()?;
                 drop(store);
-                cancel.check()?;
                 install_staged_store(&dir, &store_dir)?;
             }
         }

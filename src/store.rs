@@ -138,6 +138,14 @@ impl Store {
         Ok(())
     }
 
+    /// Copies the write-ahead log into the database and empties it, so that closing the store
+    /// has nothing left to do. Interruptible (see [`Store::interrupt_handle`]).
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// A handle that makes the statement this store runs now (on any thread) stop with an
     /// error; used to cancel long operations.
     pub fn interrupt_handle(&self) -> rusqlite::InterruptHandle {

@@ -79,7 +79,10 @@ fn restore_into_the_default_store_of_a_fresh_data_dir() {
     assert!(r.wait(None).unwrap());
     assert_eq!(names(&log), ["BEGIN", "RESTRICTED", "PROGRESS", "END"]);
     #[cfg(unix)]
-    assert!(!stale.exists(), "a stale temporary file survived the backup");
+    assert!(
+        !stale.exists(),
+        "a stale temporary file survived the backup"
+    );
     let end = log.lock().unwrap().last().unwrap().clone();
     assert_eq!(end.1, None);
     assert_eq!((end.2.processed, end.2.total, end.2.skipped), (2, 3, 1));
