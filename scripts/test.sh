@@ -13,6 +13,13 @@ cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
 echo "== cargo test"
 cargo test --workspace -j "$jobs"
 
+if command -v pkg-config >/dev/null 2>&1 && pkg-config --exists sqlite3; then
+  echo "== cargo test against the system SQLite ($(pkg-config --modversion sqlite3))"
+  cargo test --lib --tests --no-default-features --features system-sqlite -j "$jobs"
+else
+  echo "== (no system SQLite development files: the system-sqlite feature is not tested)"
+fi
+
 valgrind=OFF
 command -v valgrind >/dev/null 2>&1 && valgrind=ON
 
