@@ -426,9 +426,11 @@ pub fn restore(
     } else if job.verify_only {
         Target::Ephemeral(new_store_identity(&store_dir)?)
     } else {
-        let identity = new_store_identity(&store_dir)?;
+        // The staging directory's creation also creates the parent, so the place the identity
+        // is derived from resolves the same way in every attempt.
         let dir = staging_dir_for(&store_dir)?;
         staging.0 = Some(dir.clone());
+        let identity = new_store_identity(&store_dir)?;
         identity.save_new(&dir)?;
         let store = Store::create_with_lineage(&dir, header.lineage_id)?;
         Target::New {
@@ -481,19 +483,15 @@ pub fn restore(
     let commit = !job.verify_only;
     match target {
         Target::Existing(mut store) => {
-            let was_empty = store.count()? == 0;
-            stream.import_into(&mut store, commit)?;
             // An empty store that receives a backup continues its lineage, as a store created by
             // the restore would: backing it up again must not start a fresh restore count.
-            if commit && was_empty && stream.counters.processed > 0 {
-                store.adopt_lineage(header.lineage_id)?;
-            }
+            stream.import_into(&mut store, commit, Some(header.lineage_id))?
         }
         Target::New {
             mut store,
             staging: dir,
         } => {
-            stream.import_into(&mut store, commit)?;
+            stream.import_into(&mut store, commit, None)?;
             if commit {
                 // The new store exists only once installed: until then a cancel still discards it.
                 // The checkpoint (the slow part of closing a large store) is interruptible.
@@ -536,9 +534,14 @@ impl RestoreStream<'_> {
         self.cancel.check()
     }
 
-    fn import_into(&mut self, store: &mut Store, commit: bool) -> Result<()> {
+    fn import_into(
+        &mut self,
+        store: &mut Store,
+        commit: bool,
+        adopt_lineage: Option<[u8; 16]>,
+    ) -> Result<()> {
         let mode = if commit {
-            ImportMode::Write
+            ImportMode::Write { adopt_lineage }
         } else {
             ImportMode::CheckOnly
         };
@@ -568,15 +571,33 @@ fn install_staged_store(staging: &Path, store_dir: &Path) -> Result<()> {
         .map_err(fail)?;
     names.sort_by_key(|n| n == std::ffi::OsStr::new(crate::store::DB_FILE));
     for name in names {
-        if !fsutil::move_no_replace(&staging.join(&name), &store_dir.join(&name)).map_err(fail)? {
-            return Err(Error::Store(format!(
+        let (src, dst) = (staging.join(&name), store_dir.join(&name));
+        if name == crate::store::DB_FILE && !dst.exists() {
+            // A write-ahead log without its database (left by a crash) would be replayed into
+            // the new one.
+            for suffix in ["-wal", "-shm"] {
+                let mut stray = dst.clone().into_os_string();
+                stray.push(suffix);
+                let _ = fs::remove_file(stray);
+            }
+        }
+        if fsutil::move_no_replace(&src, &dst).map_err(fail)? {
+            continue;
+        }
+        // An earlier attempt at this place that died halfway left its identity, which is the
+        // same (it is derived from the place): carry on with it.
+        let same = name == crate::identity::IDENTITY_FILE
+            && matches!((fs::read(&src), fs::read(&dst)), (Ok(a), Ok(b)) if a == b);
+        if !same {
+            return Err(Error::BackupRestore(format!(
                 "a license store appeared at {} while the restore ran ({} exists); it was left as it is",
                 store_dir.display(),
                 name.to_string_lossy()
             )));
         }
     }
-    fsutil::sync_dir(store_dir).map_err(fail)?;
+    // Installed: a directory that cannot be flushed does not make the store less complete.
+    let _ = fsutil::sync_dir(store_dir);
     Ok(())
 }
 

@@ -75,7 +75,8 @@ pub fn write_new_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<bool> 
 
 /// Moves `src` to `dst` unless `dst` exists; returns whether it moved. A hard link fails when
 /// the target exists, which makes this first-writer-wins even between processes. File systems
-/// without hard links (FAT, some network shares) fall back to check-then-rename.
+/// without hard links (FAT, some network shares) copy into a file created exclusively instead,
+/// which is first-writer-wins too (a reader may briefly see it partly written).
 pub fn move_no_replace(src: &Path, dst: &Path) -> io::Result<bool> {
     match fs::hard_link(src, dst) {
         Ok(()) => {
@@ -83,9 +84,25 @@ pub fn move_no_replace(src: &Path, dst: &Path) -> io::Result<bool> {
             Ok(true)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(_) if dst.exists() => Ok(false),
-        Err(_) => fs::rename(src, dst).map(|()| true),
+        Err(_) => copy_no_replace(src, dst),
     }
+}
+
+fn copy_no_replace(src: &Path, dst: &Path) -> io::Result<bool> {
+    let mut out = match create_private_file(dst) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let copied = File::open(src)
+        .and_then(|mut input| io::copy(&mut input, &mut out))
+        .and_then(|_| out.sync_all());
+    if let Err(e) = copied {
+        let _ = fs::remove_file(dst);
+        return Err(e);
+    }
+    let _ = fs::remove_file(src);
+    Ok(true)
 }
 
 /// Reads a small file created by [`write_new_file_atomically`].

@@ -50,6 +50,9 @@ struct State {
     /// Operations started whose END has not returned from the callback yet.
     in_flight: usize,
     destroying: bool,
+    /// An operation started from inside the END callback: queued once that callback returns,
+    /// so that no worker sits blocked on the delivery lock meanwhile.
+    pending: Option<pool::Job>,
 }
 
 struct Shared {
@@ -121,6 +124,7 @@ impl Restorer {
                     running: None,
                     in_flight: 0,
                     destroying: false,
+                    pending: None,
                 }),
                 idle: Condvar::new(),
                 delivery: Mutex::new(()),
@@ -195,9 +199,20 @@ impl Restorer {
             }
             st.running = Some((op, cancel.clone()));
             st.in_flight += 1;
+            let shared = self.shared.clone();
+            let body: pool::Job = Box::new(move || run(shared, op, job, cancel));
+            if self.shared.in_own_callback() {
+                // Started from END: it begins once the callback has returned.
+                st.pending = Some(body);
+                return Ok(());
+            }
+            drop(st);
+            self.submit(body)
         }
-        let shared = self.shared.clone();
-        let submitted = pool::submit(Box::new(move || run(shared, op, job, cancel)));
+    }
+
+    fn submit(&self, body: pool::Job) -> Result<()> {
+        let submitted = pool::submit(body);
         if let Err(e) = submitted {
             let mut st = lock(&self.shared.state);
             st.running = None;
@@ -321,7 +336,13 @@ fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Cancel) {
     // The restorer is idle while END is delivered: the callback may start the next operation.
     lock(&shared.state).running = None;
     shared.deliver(op, &Notice::End(&result), &counters);
-    let mut st = lock(&shared.state);
-    st.in_flight -= 1;
-    shared.idle.notify_all();
+    let pending = {
+        let mut st = lock(&shared.state);
+        st.in_flight -= 1;
+        shared.idle.notify_all();
+        st.pending.take()
+    };
+    if let Some(next) = pending {
+        let _ = Restorer { shared }.submit(next);
+    }
 }

@@ -105,16 +105,18 @@ const LEDGER_FILE: &str = "ledger.db";
 const KEY_MAGIC: &[u8; 8] = b"WMLSK\x00\x00\x01";
 
 const LEDGER_SCHEMA: &str = "
+    -- A device is its device ID together with its public key: a client that presents a counted
+    -- device's ID with another key (to have the grant sealed to itself) is another device.
     CREATE TABLE IF NOT EXISTS devices (
         lineage_id  BLOB NOT NULL,
-        device_id   BLOB NOT NULL,
+        device      BLOB NOT NULL,  -- device ID || device public key
         first_grant INTEGER NOT NULL,
-        PRIMARY KEY (lineage_id, device_id)
+        PRIMARY KEY (lineage_id, device)
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS requests (
         request_id BLOB PRIMARY KEY,
         lineage_id BLOB NOT NULL,
-        device_id  BLOB NOT NULL,
+        device     BLOB NOT NULL,
         granted    INTEGER NOT NULL,
         at         INTEGER NOT NULL
     ) WITHOUT ROWID;";
@@ -186,7 +188,8 @@ impl LocalService {
     /// Decides a request under the ledger's write lock; returns (granted, devices counted).
     fn decide(&self, req: &GrantRequest) -> Result<(bool, u64)> {
         let lineage = &req.header.lineage_id[..];
-        let device = &req.device_id[..];
+        let device_bytes = [&req.device_id[..], &req.device_public_key[..]].concat();
+        let device = &device_bytes[..];
         let mut conn = crate::sync::lock(&self.ledger);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let count = |tx: &rusqlite::Transaction<'_>| -> Result<u64> {
@@ -199,7 +202,7 @@ impl LocalService {
         };
         let earlier: Option<(Vec<u8>, Vec<u8>, bool)> = tx
             .query_row(
-                "SELECT lineage_id, device_id, granted FROM requests WHERE request_id = ?1",
+                "SELECT lineage_id, device, granted FROM requests WHERE request_id = ?1",
                 [&req.request_id[..]],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -213,7 +216,7 @@ impl LocalService {
             return Ok((granted, count(&tx)?));
         }
         let known: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM devices WHERE lineage_id = ?1 AND device_id = ?2)",
+            "SELECT EXISTS (SELECT 1 FROM devices WHERE lineage_id = ?1 AND device = ?2)",
             [lineage, device],
             |r| r.get(0),
         )?;
@@ -225,12 +228,12 @@ impl LocalService {
         let now = unix_now();
         if granted && !known {
             tx.execute(
-                "INSERT INTO devices (lineage_id, device_id, first_grant) VALUES (?1, ?2, ?3)",
+                "INSERT INTO devices (lineage_id, device, first_grant) VALUES (?1, ?2, ?3)",
                 params![lineage, device, now],
             )?;
         }
         tx.execute(
-            "INSERT INTO requests (request_id, lineage_id, device_id, granted, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO requests (request_id, lineage_id, device, granted, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![&req.request_id[..], lineage, device, granted, now],
         )?;
         tx.commit()?;
@@ -379,6 +382,13 @@ mod tests {
         assert_eq!(svc.devices_counted(&[9; 16]).unwrap(), 2);
         // A counted device may still restore.
         svc.grant(&request(&h, &dev, 1)).unwrap();
+        // Its device ID presented with another key (to have the grant sealed to that key) is
+        // another device, refused at the limit.
+        let impostor = KeyPair::generate().unwrap();
+        assert!(matches!(
+            svc.grant(&request(&h, &impostor, 1)),
+            Err(Error::RestoreFraud { .. })
+        ));
         // Another lineage has its own count.
         let (h2, _) = sealed_header(&svc, [8; 16]);
         svc.grant(&request(&h2, &dev, 3)).unwrap();

@@ -127,17 +127,6 @@ impl Store {
         self.lineage_id
     }
 
-    /// Makes this store continue `lineage_id` (an empty store restored from a backup: its
-    /// licenses count against the backup's lineage, as if the restore had created the store).
-    pub fn adopt_lineage(&mut self, lineage_id: [u8; 16]) -> Result<()> {
-        self.conn.execute(
-            "UPDATE meta SET value = ?1 WHERE name = 'lineage_id'",
-            [&lineage_id[..]],
-        )?;
-        self.lineage_id = lineage_id;
-        Ok(())
-    }
-
     /// Copies the write-ahead log into the database and empties it, so that closing the store
     /// has nothing left to do. Interruptible (see [`Store::interrupt_handle`]).
     pub fn checkpoint(&mut self) -> Result<()> {
@@ -240,7 +229,7 @@ impl Store {
         f: impl FnOnce(&mut Importer<'_>) -> Result<R>,
     ) -> Result<R> {
         let begin = match mode {
-            ImportMode::Write => "BEGIN IMMEDIATE",
+            ImportMode::Write { .. } => "BEGIN IMMEDIATE",
             ImportMode::CheckOnly => "BEGIN DEFERRED",
         };
         self.begin_cancellable(begin, cancelled)?;
@@ -248,10 +237,23 @@ impl Store {
             conn: &self.conn,
             open: true,
         };
+        let adopt = match mode {
+            ImportMode::Write {
+                adopt_lineage: Some(lineage),
+            } => {
+                let empty: bool =
+                    self.conn
+                        .query_row("SELECT NOT EXISTS (SELECT 1 FROM licenses)", [], |r| {
+                            r.get(0)
+                        })?;
+                empty.then_some(lineage)
+            }
+            _ => None,
+        };
         let r = {
             let mut imp = Importer {
                 stmt: match mode {
-                    ImportMode::Write => self.conn.prepare_cached(UPSERT_IF_NEWER)?,
+                    ImportMode::Write { .. } => self.conn.prepare_cached(UPSERT_IF_NEWER)?,
                     ImportMode::CheckOnly => self.conn.prepare_cached(STORED_ISSUED_AT)?,
                 },
                 mode,
@@ -259,11 +261,20 @@ impl Store {
             };
             f(&mut imp)?
         };
+        if let Some(lineage) = adopt {
+            self.conn.execute(
+                "UPDATE meta SET value = ?1 WHERE name = 'lineage_id'",
+                [&lineage[..]],
+            )?;
+        }
         self.conn.execute_batch(match mode {
-            ImportMode::Write => "COMMIT",
+            ImportMode::Write { .. } => "COMMIT",
             ImportMode::CheckOnly => "ROLLBACK",
         })?;
         open.open = false;
+        if let Some(lineage) = adopt {
+            self.lineage_id = lineage;
+        }
         Ok(r)
     }
 
@@ -298,7 +309,12 @@ impl Store {
 /// Whether an import writes (restore) or only checks (WM_RESTORE_VERIFY_ONLY).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImportMode {
-    Write,
+    /// Writes; a store that was empty when the import began continues `adopt_lineage` (an
+    /// empty store that receives a backup counts against the backup's lineage, as if the restore
+    /// had created it).
+    Write {
+        adopt_lineage: Option<[u8; 16]>,
+    },
     CheckOnly,
 }
 
@@ -350,7 +366,7 @@ impl Importer<'_> {
     /// `CheckOnly` mode: tells whether it would). Returns whether it was (would be) written.
     pub fn put_if_newer(&mut self, license: &License) -> Result<bool> {
         match self.mode {
-            ImportMode::Write => {
+            ImportMode::Write { .. } => {
                 let sealed = self.sealer.seal(&license.key_id, &license.content_key)?;
                 Ok(bind_and_run(&mut self.stmt, license, &sealed)? > 0)
             }
@@ -554,18 +570,30 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.count().unwrap(), 1);
-        let failed: Result<()> = s.import(ImportMode::Write, &never, |imp| {
-            imp.put_if_newer(&license(3))?;
-            Err(Error::corrupt("chunk 7"))
-        });
+        let failed: Result<()> = s.import(
+            ImportMode::Write {
+                adopt_lineage: None,
+            },
+            &never,
+            |imp| {
+                imp.put_if_newer(&license(3))?;
+                Err(Error::corrupt("chunk 7"))
+            },
+        );
         assert!(failed.is_err());
         assert_eq!(s.count().unwrap(), 1);
-        s.import(ImportMode::Write, &never, |imp| {
-            // Same issued_at as the stored copy: the stored copy wins.
-            assert!(!imp.put_if_newer(&license(1))?);
-            assert!(imp.put_if_newer(&license(4))?);
-            Ok(())
-        })
+        s.import(
+            ImportMode::Write {
+                adopt_lineage: None,
+            },
+            &never,
+            |imp| {
+                // Same issued_at as the stored copy: the stored copy wins.
+                assert!(!imp.put_if_newer(&license(1))?);
+                assert!(imp.put_if_newer(&license(4))?);
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(s.count().unwrap(), 2);
         std::fs::remove_dir_all(dir).ok();

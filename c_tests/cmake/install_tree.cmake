@@ -1,24 +1,33 @@
 # Installs the build into PREFIX, then compiles and links the demo against the installed tree
-# using only the flags its pkg-config file gives (read here, so no pkg-config tool is needed).
+# with the include and library directories its pkg-config file names (resolved here, so no
+# pkg-config tool is needed).
 file(REMOVE_RECURSE ${PREFIX})
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${PREFIX} RESULT_VARIABLE rc OUTPUT_QUIET)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "cmake --install failed")
 endif()
 file(GLOB_RECURSE pc ${PREFIX}/*/pkgconfig/wmlicense.pc)
-file(GLOB_RECURSE header ${PREFIX}/include/wmlicense.h)
-file(GLOB_RECURSE static_lib ${PREFIX}/*/libwmlicense.a)
-if(NOT pc OR NOT header OR NOT static_lib)
-  message(FATAL_ERROR "installed tree lacks a file: pc='${pc}' header='${header}' lib='${static_lib}'")
+if(NOT pc)
+  message(FATAL_ERROR "the installed tree has no pkgconfig/wmlicense.pc")
 endif()
+get_filename_component(pcfiledir ${pc} DIRECTORY)
 file(READ ${pc} text)
+foreach(var prefix libdir includedir)
+  string(REGEX MATCH "(^|\n)${var}=([^\n]*)" _ "${text}")
+  set(value "${CMAKE_MATCH_2}")
+  string(REPLACE "\${pcfiledir}" "${pcfiledir}" value "${value}")
+  string(REPLACE "\${prefix}" "${prefix}" value "${value}")
+  string(REPLACE "\${libdir}" "${libdir}" value "${value}")
+  set(${var} "${value}")
+endforeach()
 string(REGEX MATCH "Libs.private: ([^\n]*)" _ "${text}")
 separate_arguments(private UNIX_COMMAND "${CMAKE_MATCH_1}")
-get_filename_component(libdir ${static_lib} DIRECTORY)
-get_filename_component(incdir ${header} DIRECTORY)
+if(NOT EXISTS ${includedir}/wmlicense.h OR NOT EXISTS ${libdir}/libwmlicense.a)
+  message(FATAL_ERROR "the .pc file points at ${includedir} and ${libdir}, which lack the header or library")
+endif()
 # Link the static library explicitly (the shared one would need a runtime path).
 execute_process(
-  COMMAND ${CC} -std=c11 -Wall -Werror -I${incdir} ${DEMO} ${static_lib} ${private} -o ${PREFIX}/demo
+  COMMAND ${CC} -std=c11 -Wall -Werror -I${includedir} ${DEMO} ${libdir}/libwmlicense.a ${private} -o ${PREFIX}/demo
   RESULT_VARIABLE rc ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "the demo does not build against the installed tree:\n${err}")
