@@ -1,26 +1,19 @@
-//! wmlicense: a local store of DRM content licenses with encrypted, asynchronous backup and
-//! restore, exposed to C through `include/wmlicense.h`.
+//! wmlicense: the C API of a local store of DRM content licenses with encrypted, asynchronous
+//! backup and restore (`include/wmlicense.h`).
 //!
-//! The core modules know nothing of C; `ffi` converts pointers, integers and errors at the
-//! boundary.
+//! This crate only converts: pointers to references, C integers to validated values, core
+//! errors to result codes. Everything else lives in `wmlicense-core`. Each module is one C
+//! object or one boundary concern.
+//!
+//! Safety of every export: each pointer argument is NULL or valid as its doc comment says; this
+//! is the C API contract, stated once in the header, so the exports carry no `# Safety` section.
+#![allow(clippy::missing_safety_doc)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod crypto;
-pub mod db;
-pub mod engine;
-pub mod error;
-pub mod format;
-pub mod fsutil;
-pub mod identity;
-pub mod license;
-pub mod paths;
-pub mod pool;
-pub mod props;
+pub mod boundary;
+pub mod event;
+mod handle;
 pub mod restorer;
-pub mod service;
+pub mod result;
 pub mod store;
-mod sync;
-
-pub use error::{Error, Result};
-pub use license::License;
-pub use store::Store;
-pub mod ffi;
+pub mod version;

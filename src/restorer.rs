@@ -1,348 +1,362 @@
-//! The backup restorer: properties, one operation at a time on the worker pool, and the
-//! delivery guarantees of its events (in order, never concurrent, exactly one END and last,
-//! nothing after destroy returns).
+//! C API of the backup restorer: `wm_backup_restorer_*`.
 
-use crate::engine::{self, BackupJob, Cancel, Counters, Event, Reporter, RestoreJob};
-use crate::error::{Error, Result};
-use crate::pool;
-use crate::props::{PropName, Props};
-use crate::sync::lock;
-use std::cell::Cell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use crate::boundary::{arg_bytes, arg_str, call, call_void, Fail, FfiResult, Out, SizedOut};
+use crate::event::{sink_for, wm_status_callback};
+use crate::handle::Registry;
+use crate::result::*;
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+use std::time::Duration;
+use wmlicense_core::props::PropName;
+use wmlicense_core::restorer::{Operation, Restorer};
+use wmlicense_core::Error;
 
-pub const BACKUP_OVERWRITE: u32 = 0x1;
-pub const RESTORE_INDIVIDUALIZE: u32 = 0x2;
-pub const RESTORE_VERIFY_ONLY: u32 = 0x100;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operation {
-    Backup,
-    Restore,
+/// A backup restorer (opaque): the Windows Media Format SDK's backup restorer object. Create
+/// with wm_backup_restorer_create, destroy with wm_backup_restorer_destroy.
+#[allow(non_camel_case_types)]
+pub struct wm_backup_restorer {
+    _private: [u8; 0],
 }
 
-impl Operation {
-    fn name(self) -> &'static str {
-        match self {
-            Operation::Backup => "backup",
-            Operation::Restore => "restore",
-        }
+/// Data type of a property value: a 32-bit unsigned integer (not accepted by any property).
+pub const WM_TYPE_DWORD: u32 = 0;
+/// Data type of a property value: UTF-8 text. Every property takes this type.
+pub const WM_TYPE_STRING: u32 = 1;
+/// Data type of a property value: bytes (not accepted by any property).
+pub const WM_TYPE_BINARY: u32 = 2;
+/// Data type of a property value: a boolean (not accepted by any property).
+pub const WM_TYPE_BOOL: u32 = 3;
+/// Data type of a property value: a 64-bit unsigned integer (not accepted by any property).
+pub const WM_TYPE_QWORD: u32 = 4;
+/// Data type of a property value: a 16-bit unsigned integer (not accepted by any property).
+pub const WM_TYPE_WORD: u32 = 5;
+/// Data type of a property value: a GUID (not accepted by any property).
+pub const WM_TYPE_GUID: u32 = 6;
+
+/// Backup flag: replace an existing backup at BackupPath.
+pub const WM_BACKUP_OVERWRITE: u32 = 0x1;
+/// Restore flag: create the store if it does not exist yet (it gets a new device identity and
+/// continues the backup's lineage).
+pub const WM_RESTORE_INDIVIDUALIZE: u32 = 0x2;
+/// Restore flag: do every check of a restore (service grant included) and change nothing.
+pub const WM_RESTORE_VERIFY_ONLY: u32 = 0x100;
+/// wm_backup_restorer_wait timeout that never expires.
+pub const WM_INFINITE: u32 = 0xFFFF_FFFF;
+
+static RESTORERS: Registry<wm_backup_restorer, Restorer> = Registry::new("backup restorer");
+
+/// The live restorer behind a handle; a destroyed one (still winding down) is WM_E_HANDLE.
+fn live_restorer(r: *mut wm_backup_restorer) -> FfiResult<Arc<Restorer>> {
+    let restorer = RESTORERS.get(r, "restorer")?;
+    if restorer.is_destroyed() {
+        return Err(Fail::Handle("backup restorer"));
     }
+    Ok(restorer)
 }
 
-/// One event as the restorer's sink receives it.
-#[derive(Debug)]
-pub enum Notice<'a> {
-    Begin,
-    Op(Event<'a>),
-    End(&'a Result<()>),
+/// Creates a backup restorer whose events go to `callback` with `context`.
+///
+/// Errors: WM_E_POINTER (out_restorer NULL), WM_E_INVALIDARG (callback NULL).
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_create(
+    callback: wm_status_callback,
+    context: *mut c_void,
+    out_restorer: *mut *mut wm_backup_restorer,
+) -> wm_hresult {
+    call("wm_backup_restorer_create", || {
+        // SAFETY: out_restorer is NULL or valid for writes (the C contract).
+        let out = unsafe { Out::new(out_restorer, "out_restorer") }?;
+        let callback = callback.ok_or_else(|| Fail::invalid("callback is NULL"))?;
+        let r = Restorer::new(sink_for(callback, context));
+        out.write(RESTORERS.insert(Arc::new(r)));
+        Ok(WM_S_OK)
+    })
 }
 
-/// Receives every event of one restorer, on a worker thread, one at a time.
-pub type Sink = Box<dyn Fn(Operation, &Notice<'_>, &Counters) + Send + Sync>;
-
-struct State {
-    /// The operation that runs now and its cancel flag; `None` once END is being delivered.
-    running: Option<(Operation, Cancel)>,
-    /// Operations started whose END has not returned from the callback yet.
-    in_flight: usize,
-    destroying: bool,
-    /// An operation started from inside the END callback: queued once that callback returns,
-    /// so that no worker sits blocked on the delivery lock meanwhile.
-    pending: Option<pool::Job>,
-}
-
-struct Shared {
-    props: Mutex<Props>,
-    state: Mutex<State>,
-    idle: Condvar,
-    /// Serializes callback invocations of this restorer.
-    delivery: Mutex<()>,
-    /// Set by destroy: no event is delivered any more.
-    closed: AtomicBool,
-    sink: Sink,
-}
-
-thread_local! {
-    /// The restorer whose callback runs on this thread right now (its address), or 0.
-    static DELIVERING: Cell<usize> = const { Cell::new(0) };
-}
-
-impl Shared {
-    fn address(&self) -> usize {
-        self as *const Shared as usize
-    }
-
-    fn in_own_callback(&self) -> bool {
-        DELIVERING.with(|d| d.get()) == self.address()
-    }
-
-    fn deliver(&self, op: Operation, notice: &Notice<'_>, counters: &Counters) {
-        let _turn = lock(&self.delivery);
-        if self.closed.load(Ordering::Acquire) {
+/// Destroys a restorer: cancels a running operation, waits for its END, and after it returns the
+/// callback is never called again for this restorer. Called from inside the restorer's own
+/// callback it cannot wait: the callback gets no further events and the restorer is freed once
+/// its operation has wound down; a destroy from another thread meanwhile waits for that. NULL or
+/// an already destroyed handle does nothing.
+#[no_mangle]
+pub extern "C" fn wm_backup_restorer_destroy(restorer: *mut wm_backup_restorer) {
+    call_void(|| {
+        let Ok(r) = RESTORERS.get(restorer, "restorer") else {
+            return;
+        };
+        if r.destroy() {
+            RESTORERS.remove(restorer);
             return;
         }
-        let previous = DELIVERING.with(|d| d.replace(self.address()));
-        let _ = catch_unwind(AssertUnwindSafe(|| (self.sink)(op, notice, counters)));
-        DELIVERING.with(|d| d.set(previous));
-    }
+        // Destroyed from its own callback: the handle stays registered, answering WM_E_HANDLE
+        // to every call but a destroy (which waits), until the operation has wound down.
+        let token = restorer as usize;
+        let cleanup = move || {
+            r.wait_destroyed();
+            RESTORERS.remove(token as *const wm_backup_restorer);
+        };
+        // Should no worker be startable, the entry stays (a small leak) and the handle dead.
+        let _ = wmlicense_core::pool::submit(Box::new(cleanup));
+    })
 }
 
-/// A backup restorer. Cloning shares the same restorer.
-#[derive(Clone)]
-pub struct Restorer {
-    shared: Arc<Shared>,
+/// Sets a property. `name` is matched case-insensitively (WM_PROP_*); `type` must be
+/// WM_TYPE_STRING; `value` is `value_len` bytes of UTF-8, a trailing NUL allowed.
+///
+/// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name),
+/// WM_E_UNSUPPORTED_PROPERTY (any type other than WM_TYPE_STRING), WM_E_INVALIDARG (empty value,
+/// embedded NUL, not UTF-8, over 4096 bytes, ServiceUrl not http(s)).
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_set_prop(
+    restorer: *mut wm_backup_restorer,
+    name: *const c_char,
+    type_: u32,
+    value: *const u8,
+    value_len: u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_set_prop", || {
+        let r = live_restorer(restorer)?;
+        // SAFETY: name is NULL or a NUL-terminated string (the C contract).
+        let prop = unsafe { prop_name(name) }?;
+        check_type(prop, type_)?;
+        // SAFETY: value is NULL or points to value_len readable bytes (the C contract).
+        let bytes = unsafe { arg_bytes(value, value_len as usize, "value") }?;
+        r.with_props(|p| p.set_text_bytes(prop, bytes))?;
+        Ok(WM_S_OK)
+    })
 }
 
-struct JobReporter<'a> {
-    shared: &'a Shared,
-    op: Operation,
+/// Gets a property by name with two-call sizing: with `value` NULL, `*value_len` receives the
+/// size needed (bytes including the NUL) and the call returns WM_S_OK; with a buffer of
+/// `*value_len` bytes, the NUL-terminated value is copied and `*value_len` set to its size; a
+/// buffer too small gives WM_E_BUFFER_TOO_SMALL with the needed size in `*value_len`.
+/// `*out_type` receives WM_TYPE_STRING.
+///
+/// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name), WM_E_NOT_FOUND
+/// (not set), WM_E_BUFFER_TOO_SMALL.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_get_prop_by_name(
+    restorer: *mut wm_backup_restorer,
+    name: *const c_char,
+    out_type: *mut u32,
+    value: *mut u8,
+    value_len: *mut u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_get_prop_by_name", || {
+        let r = live_restorer(restorer)?;
+        // SAFETY: name is NULL or a NUL-terminated string (the C contract).
+        let prop = unsafe { prop_name(name) }?;
+        // SAFETY: out_type is NULL or valid for writes (the C contract).
+        let out_type = unsafe { Out::new(out_type, "out_type") }?;
+        // SAFETY: value_len and its buffer are NULL or valid as documented (the C contract).
+        let len = unsafe { SizedOut::new(value, value_len, "value_len") }?;
+        let v = r
+            .with_props(|p| p.get(prop).map(str::to_owned))
+            .ok_or_else(|| Fail::Core(Error::NotFound(format!("{} is not set", prop.as_str()))))?;
+        if !len.fits(&v) {
+            len.write_size(&v);
+            return Err(Fail::BufferTooSmall("value".into()));
+        }
+        len.write(&v);
+        out_type.write(WM_TYPE_STRING);
+        Ok(WM_S_OK)
+    })
 }
 
-impl Reporter for JobReporter<'_> {
-    fn event(&mut self, event: Event<'_>, counters: &Counters) {
-        self.shared.deliver(self.op, &Notice::Op(event), counters);
-    }
+/// Writes the number of properties set to `*out_count`.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_get_prop_count(
+    restorer: *mut wm_backup_restorer,
+    out_count: *mut u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_get_prop_count", || {
+        let r = live_restorer(restorer)?;
+        // SAFETY: out_count is NULL or valid for writes (the C contract).
+        let out = unsafe { Out::new(out_count, "out_count") }?;
+        out.write(r.with_props(|p| p.len()) as u32);
+        Ok(WM_S_OK)
+    })
 }
 
-enum Job {
-    Backup(BackupJob),
-    Restore(RestoreJob),
+/// Gets the property at `index` (0 .. count-1, in the order first set): its canonical name and
+/// value, each with two-call sizing as in wm_backup_restorer_get_prop_by_name (`name` and/or
+/// `value` may be NULL to ask for sizes). If either buffer is too small, both needed sizes are
+/// written and WM_E_BUFFER_TOO_SMALL is returned.
+///
+/// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALIDARG (index >= count), WM_E_BUFFER_TOO_SMALL.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_get_prop_by_index(
+    restorer: *mut wm_backup_restorer,
+    index: u32,
+    name: *mut c_char,
+    name_len: *mut u32,
+    out_type: *mut u32,
+    value: *mut u8,
+    value_len: *mut u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_get_prop_by_index", || {
+        let r = live_restorer(restorer)?;
+        // SAFETY: name_len and its buffer are NULL or valid as documented (the C contract).
+        let name_out = unsafe { SizedOut::new(name.cast::<u8>(), name_len, "name_len") }?;
+        // SAFETY: out_type is NULL or valid for writes (the C contract).
+        let out_type = unsafe { Out::new(out_type, "out_type") }?;
+        // SAFETY: value_len and its buffer are NULL or valid as documented (the C contract).
+        let value_out = unsafe { SizedOut::new(value, value_len, "value_len") }?;
+        let (prop, v) = r
+            .with_props(|p| p.at(index as usize).map(|(n, v)| (n, v.to_owned())))
+            .ok_or_else(|| {
+                Fail::invalid(format!("index {index} is not below the property count"))
+            })?;
+        if !name_out.fits(prop.as_str()) || !value_out.fits(&v) {
+            name_out.write_size(prop.as_str());
+            value_out.write_size(&v);
+            return Err(Fail::BufferTooSmall("name or value".into()));
+        }
+        name_out.write(prop.as_str());
+        value_out.write(&v);
+        out_type.write(WM_TYPE_STRING);
+        Ok(WM_S_OK)
+    })
 }
 
-impl Restorer {
-    pub fn new(sink: Sink) -> Restorer {
-        // Start the worker threads now, so that starting an operation never waits for them.
-        let _ = pool::start();
-        Restorer {
-            shared: Arc::new(Shared {
-                props: Mutex::new(Props::default()),
-                state: Mutex::new(State {
-                    running: None,
-                    in_flight: 0,
-                    destroying: false,
-                    pending: None,
-                }),
-                idle: Condvar::new(),
-                delivery: Mutex::new(()),
-                closed: AtomicBool::new(false),
-                sink,
-            }),
-        }
-    }
-
-    /// Runs `f` on the properties.
-    pub fn with_props<R>(&self, f: impl FnOnce(&mut Props) -> R) -> R {
-        f(&mut lock(&self.shared.props))
-    }
-
-    /// Starts a backup or restore on the worker pool. Only bad flags, a missing path property,
-    /// an existing backup without WM_BACKUP_OVERWRITE and a running operation fail here;
-    /// everything else is reported by END.
-    pub fn start(&self, op: Operation, flags: u32) -> Result<()> {
-        let allowed = match op {
-            Operation::Backup => BACKUP_OVERWRITE,
-            Operation::Restore => RESTORE_INDIVIDUALIZE | RESTORE_VERIFY_ONLY,
-        };
-        if flags & !allowed != 0 {
-            return Err(Error::InvalidArg(format!(
-                "flags 0x{flags:x} have bits 0x{:x} that a {} does not take",
-                flags & !allowed,
-                op.name()
-            )));
-        }
-        let props = lock(&self.shared.props).clone();
-        let path_prop = match op {
-            Operation::Backup => PropName::BackupPath,
-            Operation::Restore => PropName::RestorePath,
-        };
-        let path =
-            PathBuf::from(props.get(path_prop).ok_or_else(|| {
-                Error::InvalidProperty(format!("{} is not set", path_prop.as_str()))
-            })?);
-        // The default store is resolved by the job: a problem with it is reported in END.
-        let store_dir = props.get(PropName::StorePath).map(PathBuf::from);
-        let service_url = props.get(PropName::ServiceUrl).map(str::to_owned);
-        let job = match op {
-            Operation::Backup => Job::Backup(BackupJob {
-                store_dir,
-                backup_dir: path,
-                overwrite: flags & BACKUP_OVERWRITE != 0,
-                service_url,
-            }),
-            Operation::Restore => Job::Restore(RestoreJob {
-                store_dir,
-                restore_path: path,
-                individualize: flags & RESTORE_INDIVIDUALIZE != 0,
-                verify_only: flags & RESTORE_VERIFY_ONLY != 0,
-                service_url,
-            }),
-        };
-
-        let cancel = Cancel::new();
-        {
-            let mut st = lock(&self.shared.state);
-            if st.destroying {
-                return Err(Error::Closed("the restorer is being destroyed".into()));
-            }
-            if let Some((running, _)) = &st.running {
-                return Err(Error::Busy(format!(
-                    "a {} is already running on this restorer",
-                    running.name()
-                )));
-            }
-            if let Job::Backup(b) = &job {
-                b.refuse_existing_backup()?;
-            }
-            st.running = Some((op, cancel.clone()));
-            st.in_flight += 1;
-            let shared = self.shared.clone();
-            let body: pool::Job = Box::new(move || run(shared, op, job, cancel));
-            if self.shared.in_own_callback() {
-                // Started from END: it begins once the callback has returned.
-                st.pending = Some(body);
-                return Ok(());
-            }
-            drop(st);
-            self.submit(body)
-        }
-    }
-
-    fn submit(&self, body: pool::Job) -> Result<()> {
-        let submitted = pool::submit(body);
-        if let Err(e) = submitted {
-            let mut st = lock(&self.shared.state);
-            st.running = None;
-            st.in_flight -= 1;
-            self.shared.idle.notify_all();
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Asks the running `op` to stop; `false` when no such operation runs.
-    pub fn cancel(&self, op: Operation) -> bool {
-        let cancel = match &lock(&self.shared.state).running {
-            Some((running, cancel)) if *running == op => cancel.clone(),
-            _ => return false,
-        };
-        // Outside the state lock: interrupting SQLite may wait for the statement it stops.
-        cancel.cancel();
-        true
-    }
-
-    /// Waits until no operation is in flight (its END delivered and returned). `None` waits
-    /// forever. Returns whether the restorer is idle.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        if self.shared.in_own_callback() {
-            // While END is delivered the restorer is idle, unless the callback started the next
-            // operation; any other event belongs to a running operation, which the callback
-            // would wait for forever.
-            if lock(&self.shared.state).running.is_none() {
-                return Ok(true);
-            }
-            return Err(Error::Busy(
-                "wm_backup_restorer_wait was called from the restorer's own callback while an operation runs; it would wait for itself".into(),
-            ));
-        }
-        Ok(pool::blocking(|| self.wait_idle(timeout)))
-    }
-
-    /// Blocks until no operation is in flight or the timeout passes; true when idle.
-    fn wait_idle(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = lock(&self.shared.state);
-        while st.in_flight > 0 {
-            match deadline {
-                None => st = self.shared.idle.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    st = self
-                        .shared
-                        .idle
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-        true
-    }
-
-    /// True once destroy was called: the restorer takes no more calls.
-    pub fn is_destroyed(&self) -> bool {
-        lock(&self.shared.state).destroying
-    }
-
-    /// Cancels a running operation and waits for its END; afterwards the sink is never called
-    /// again. From inside the restorer's own callback it cannot wait: it cancels, silences the
-    /// sink, and the operation winds down after the callback returns; it then returns `false`
-    /// (use [`Restorer::wait_destroyed`] to know when it has).
-    pub fn destroy(&self) -> bool {
-        let running = {
-            let mut st = lock(&self.shared.state);
-            st.destroying = true;
-            st.running.as_ref().map(|(_, cancel)| cancel.clone())
-        };
-        if let Some(cancel) = running {
-            cancel.cancel();
-        }
-        if self.shared.in_own_callback() {
-            self.shared.closed.store(true, Ordering::Release);
-            return false;
-        }
-        pool::blocking(|| self.wait_idle(None));
-        self.shared.closed.store(true, Ordering::Release);
-        true
-    }
-
-    /// After a destroy from inside the callback: blocks until the operation has wound down.
-    pub fn wait_destroyed(&self) {
-        pool::blocking(|| self.wait_idle(None));
-    }
+/// Removes a property.
+///
+/// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_PROPERTY (unknown name), WM_E_NOT_FOUND
+/// (not set).
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_remove_prop(
+    restorer: *mut wm_backup_restorer,
+    name: *const c_char,
+) -> wm_hresult {
+    call("wm_backup_restorer_remove_prop", || {
+        let r = live_restorer(restorer)?;
+        // SAFETY: name is NULL or a NUL-terminated string (the C contract).
+        let prop = unsafe { prop_name(name) }?;
+        r.with_props(|p| p.remove(prop))?;
+        Ok(WM_S_OK)
+    })
 }
 
-/// The body of one operation on a worker thread: BEGIN, the work, a last PROGRESS, END.
-fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Cancel) {
-    let mut counters = Counters::default();
-    shared.deliver(op, &Notice::Begin, &counters);
-    let result = {
-        let mut rep = JobReporter {
-            shared: &shared,
-            op,
-        };
-        let c = &mut counters;
-        catch_unwind(AssertUnwindSafe(|| match &job {
-            Job::Backup(b) => engine::backup(b, &mut rep, &cancel, c),
-            Job::Restore(r) => engine::restore(r, &mut rep, &cancel, c),
-        }))
-        .unwrap_or_else(|_| Err(Error::Internal(format!("the {} panicked", op.name()))))
-    };
-    // A cancelled operation reports the cancel, whatever error the interruption surfaced as
-    // (an interrupted SQLite statement, say). One that finished before it noticed succeeded.
-    let result = match result {
-        Err(_) if cancel.is_set() => Err(Error::Canceled),
+/// Removes every property.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_remove_all_props(
+    restorer: *mut wm_backup_restorer,
+) -> wm_hresult {
+    call("wm_backup_restorer_remove_all_props", || {
+        live_restorer(restorer)?.with_props(|p| p.clear());
+        Ok(WM_S_OK)
+    })
+}
+
+/// Starts backing up the licenses of the store (StorePath, or the default store) that carry
+/// WM_RIGHT_BACKUP into `<BackupPath>/licenses.wmlb`, and returns at once. Events: BEGIN,
+/// PROGRESS and RESTRICTED_LICENSE (one per license left out), END. A failed or cancelled backup
+/// leaves any previous backup untouched.
+///
+/// Fails without starting anything only for: WM_E_INVALIDARG (flags other than
+/// WM_BACKUP_OVERWRITE), WM_E_INVALID_PROPERTY (BackupPath not set), WM_E_BACKUP_EXISTS (a backup
+/// is there and WM_BACKUP_OVERWRITE is not given), WM_E_BACKUPRESTORE_BUSY (an operation runs);
+/// plus WM_E_POINTER / WM_E_HANDLE. Every other outcome comes in END.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_backup(
+    restorer: *mut wm_backup_restorer,
+    flags: u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_backup", || {
+        live_restorer(restorer)?.start(Operation::Backup, flags)?;
+        Ok(WM_S_OK)
+    })
+}
+
+/// Starts restoring the backup at RestorePath (a directory holding licenses.wmlb, or the file)
+/// into the store (StorePath, or the default store), and returns at once. Events: BEGIN,
+/// CONNECTING, DISCONNECTING, ERROR_WITHURL (when the service refuses with a help URL), PROGRESS,
+/// END. The store changes in one transaction that commits only after the whole backup verified;
+/// a license already in the store with issued_at >= the backup's copy is kept, and expired
+/// licenses are skipped (both counted in `skipped`).
+///
+/// Flags: WM_RESTORE_INDIVIDUALIZE, WM_RESTORE_VERIFY_ONLY. Fails without starting anything
+/// only for: WM_E_INVALIDARG (other flags), WM_E_INVALID_PROPERTY (RestorePath not set),
+/// WM_E_BACKUPRESTORE_BUSY; plus WM_E_POINTER / WM_E_HANDLE. Every other outcome comes in END.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_restore(
+    restorer: *mut wm_backup_restorer,
+    flags: u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_restore", || {
+        live_restorer(restorer)?.start(Operation::Restore, flags)?;
+        Ok(WM_S_OK)
+    })
+}
+
+/// Cancels a running backup: it stops promptly and its END carries WM_E_OPERATION_CANCELED.
+/// Returns WM_S_FALSE when no backup is running.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_cancel_backup(
+    restorer: *mut wm_backup_restorer,
+) -> wm_hresult {
+    call("wm_backup_restorer_cancel_backup", || {
+        cancel(restorer, Operation::Backup)
+    })
+}
+
+/// Cancels a running restore: it stops promptly, the store is left as it was, and its END
+/// carries WM_E_OPERATION_CANCELED. Returns WM_S_FALSE when no restore is running.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_cancel_restore(
+    restorer: *mut wm_backup_restorer,
+) -> wm_hresult {
+    call("wm_backup_restorer_cancel_restore", || {
+        cancel(restorer, Operation::Restore)
+    })
+}
+
+/// Waits up to `timeout_ms` milliseconds (WM_INFINITE: no limit) until no operation is running
+/// and the callback has returned from its END. Returns WM_S_OK when idle, WM_S_FALSE on
+/// timeout. From inside the restorer's own callback it returns WM_E_BACKUPRESTORE_BUSY (it would
+/// wait for itself).
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_wait(
+    restorer: *mut wm_backup_restorer,
+    timeout_ms: u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_wait", || {
+        let r = live_restorer(restorer)?;
+        let timeout = (timeout_ms != WM_INFINITE).then(|| Duration::from_millis(timeout_ms.into()));
+        Ok(if r.wait(timeout)? {
+            WM_S_OK
+        } else {
+            WM_S_FALSE
+        })
+    })
+}
+
+fn cancel(r: *mut wm_backup_restorer, op: Operation) -> FfiResult {
+    Ok(if live_restorer(r)?.cancel(op) {
+        WM_S_OK
+    } else {
+        WM_S_FALSE
+    })
+}
+
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+unsafe fn prop_name(name: *const c_char) -> FfiResult<PropName> {
+    // SAFETY: forwarded from this function's contract.
+    let name = unsafe { arg_str(name, 256, "name") }.map_err(|f| match f {
+        // A name too long or not UTF-8 cannot be any known property.
+        Fail::Core(Error::InvalidArg(m)) => Fail::Core(Error::InvalidProperty(m)),
         other => other,
-    };
-    if counters.streaming {
-        shared.deliver(op, &Notice::Op(Event::Progress), &counters);
+    })?;
+    Ok(PropName::parse(name)?)
+}
+
+fn check_type(prop: PropName, type_: u32) -> FfiResult<()> {
+    if type_ == WM_TYPE_STRING {
+        return Ok(());
     }
-    // The restorer is idle while END is delivered: the callback may start the next operation.
-    lock(&shared.state).running = None;
-    shared.deliver(op, &Notice::End(&result), &counters);
-    let pending = {
-        let mut st = lock(&shared.state);
-        st.in_flight -= 1;
-        shared.idle.notify_all();
-        st.pending.take()
-    };
-    if let Some(next) = pending {
-        let _ = Restorer { shared }.submit(next);
-    }
+    Err(Fail::Core(Error::UnsupportedProperty(format!(
+        "{} takes WM_TYPE_STRING, not type {type_}",
+        prop.as_str()
+    ))))
 }

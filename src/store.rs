@@ -1,601 +1,386 @@
-//! The license store: a directory holding a SQLite database and the store's device identity.
+//! C API of the license store: `wm_license_store_*`.
 
-use crate::crypto::{self, SecretSealer};
-use crate::db;
-use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::identity::{DeviceIdentity, IDENTITY_FILE};
-use crate::license::{validate_key_id, License};
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use crate::boundary::{
+    arg_bytes_max, arg_opt_str, arg_ref, call, call_void, Fail, FfiResult, Out, PATH_MAX_BYTES,
+};
+use crate::handle::Registry;
+use crate::result::*;
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CString};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use wmlicense_core::license::{License, CONTENT_KEY_MAX, KEY_ID_MAX, TITLE_MAX};
+use wmlicense_core::paths;
+use wmlicense_core::Error;
+use wmlicense_core::Store;
 
-pub const DB_FILE: &str = "licenses.db";
-
-/// Schema migrations: entry `i` upgrades schema version `i` to `i + 1`. Append, never edit.
-const MIGRATIONS: &[&str] = &[
-    // 0 -> 1: the first schema.
-    "CREATE TABLE meta (
-         name  TEXT PRIMARY KEY,
-         value BLOB NOT NULL
-     ) WITHOUT ROWID;
-     CREATE TABLE licenses (
-         key_id             BLOB PRIMARY KEY,
-         sealed_content_key BLOB NOT NULL,
-         title              TEXT,
-         rights             INTEGER NOT NULL,
-         play_count         INTEGER NOT NULL,
-         begin_date         INTEGER NOT NULL,
-         expiration_date    INTEGER NOT NULL,
-         issued_at          INTEGER NOT NULL
-     ) WITHOUT ROWID;",
-];
-
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
-
-const COLUMNS: &str =
-    "key_id, sealed_content_key, title, rights, play_count, begin_date, expiration_date, issued_at";
-
-const UPSERT: &str = "INSERT INTO licenses (key_id, sealed_content_key, title, rights, play_count,
-        begin_date, expiration_date, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-     ON CONFLICT (key_id) DO UPDATE SET sealed_content_key = excluded.sealed_content_key,
-        title = excluded.title, rights = excluded.rights, play_count = excluded.play_count,
-        begin_date = excluded.begin_date, expiration_date = excluded.expiration_date,
-        issued_at = excluded.issued_at";
-
-/// Like UPSERT, but an existing license with `issued_at >=` the incoming one is kept.
-const STORED_ISSUED_AT: &str = "SELECT issued_at FROM licenses WHERE key_id = ?1";
-
-const UPSERT_IF_NEWER: &str = "INSERT INTO licenses (key_id, sealed_content_key, title, rights,
-        play_count, begin_date, expiration_date, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-     ON CONFLICT (key_id) DO UPDATE SET sealed_content_key = excluded.sealed_content_key,
-        title = excluded.title, rights = excluded.rights, play_count = excluded.play_count,
-        begin_date = excluded.begin_date, expiration_date = excluded.expiration_date,
-        issued_at = excluded.issued_at
-     WHERE excluded.issued_at > licenses.issued_at";
-
-/// An open license store.
-pub struct Store {
-    dir: PathBuf,
-    conn: Connection,
-    identity: DeviceIdentity,
-    sealer: SecretSealer,
-    lineage_id: [u8; 16],
+/// An open license store (opaque). Open with wm_license_store_open, close with
+/// wm_license_store_close. One handle may be used from several threads; calls on it are
+/// serialized. Separate handles (in one or several processes) may use one store at once.
+#[allow(non_camel_case_types)]
+pub struct wm_license_store {
+    _private: [u8; 0],
 }
 
-impl Store {
-    /// True when `dir` holds a store (its database exists).
-    pub fn exists(dir: &Path) -> bool {
-        dir.join(DB_FILE).is_file()
-    }
-
-    /// Opens the store in `dir`, creating the directory and the store if needed.
-    pub fn open(dir: &Path) -> Result<Store> {
-        Self::open_with(dir, true, None)
-    }
-
-    /// Opens an existing store; `Error::NotFound` when `dir` holds none.
-    pub fn open_existing(dir: &Path) -> Result<Store> {
-        Self::open_with(dir, false, None)
-    }
-
-    /// Creates a store that continues `lineage_id` (a store created by a restore).
-    pub fn create_with_lineage(dir: &Path, lineage_id: [u8; 16]) -> Result<Store> {
-        Self::open_with(dir, true, Some(lineage_id))
-    }
-
-    fn open_with(dir: &Path, create: bool, lineage: Option<[u8; 16]>) -> Result<Store> {
-        if !create && !Self::exists(dir) {
-            return Err(Error::NotFound(format!(
-                "there is no license store at {}",
-                dir.display()
-            )));
-        }
-        if create {
-            fsutil::create_private_dir_all(dir)
-                .map_err(|e| Error::store(format!("cannot create {}", dir.display()), e))?;
-        }
-        // An identity is created only with the store: a database whose identity file is gone
-        // cannot open its content keys, and a fresh identity would hide that.
-        let holds_data = fs::metadata(dir.join(DB_FILE)).is_ok_and(|m| m.len() > 0);
-        let identity = if create && !holds_data {
-            DeviceIdentity::load_or_create(dir)?
-        } else {
-            DeviceIdentity::load(dir)?
-        };
-        let mut conn = db::open_wal(&dir.join(DB_FILE))?;
-        migrate(&mut conn, lineage)?;
-        let lineage_id = read_lineage(&conn)?;
-        let sealer = SecretSealer::new(&identity.storage_key)?;
-        Ok(Store {
-            dir: dir.to_path_buf(),
-            conn,
-            identity,
-            sealer,
-            lineage_id,
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-    pub fn identity(&self) -> &DeviceIdentity {
-        &self.identity
-    }
-    pub fn lineage_id(&self) -> [u8; 16] {
-        self.lineage_id
-    }
-
-    /// Copies the write-ahead log into the database and empties it, so that closing the store
-    /// has nothing left to do. Interruptible (see [`Store::interrupt_handle`]).
-    pub fn checkpoint(&mut self) -> Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
-    }
-
-    /// A handle that makes the statement this store runs now (on any thread) stop with an
-    /// error; used to cancel long operations.
-    pub fn interrupt_handle(&self) -> rusqlite::InterruptHandle {
-        self.conn.get_interrupt_handle()
-    }
-
-    /// Inserts the license, or replaces the one with the same key ID.
-    pub fn put(&mut self, license: &License) -> Result<()> {
-        self.put_many(std::slice::from_ref(license))
-    }
-
-    /// Inserts or replaces every license in one transaction: all or none.
-    pub fn put_many(&mut self, licenses: &[License]) -> Result<()> {
-        for l in licenses {
-            l.validate()?;
-        }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(UPSERT)?;
-            for l in licenses {
-                let sealed = self.sealer.seal(&l.key_id, &l.content_key)?;
-                bind_and_run(&mut stmt, l, &sealed)?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn get(&self, key_id: &[u8]) -> Result<License> {
-        validate_key_id(key_id)?;
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM licenses WHERE key_id = ?1"))?;
-        let row = stmt
-            .query_row([key_id], |r| Ok(RawRow::read(r)))
-            .optional()?;
-        match row {
-            Some(raw) => raw?.into_license(&self.sealer),
-            None => Err(Error::NotFound("no license with that key ID".into())),
-        }
-    }
-
-    pub fn remove(&mut self, key_id: &[u8]) -> Result<()> {
-        validate_key_id(key_id)?;
-        let n = self
-            .conn
-            .execute("DELETE FROM licenses WHERE key_id = ?1", [key_id])?;
-        if n == 0 {
-            return Err(Error::NotFound("no license with that key ID".into()));
-        }
-        Ok(())
-    }
-
-    pub fn count(&self) -> Result<u64> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM licenses", [], |r| r.get(0))?;
-        Ok(n as u64)
-    }
-
-    /// Streams every license, in key-ID order, from one consistent snapshot. `visit` returns
-    /// `Ok(false)` to stop early.
-    pub fn for_each(&self, visit: impl FnMut(&License) -> Result<bool>) -> Result<()> {
-        for_each_in(&self.conn, &self.sealer, visit)
-    }
-
-    /// Runs `f` inside one read transaction: everything it reads comes from the same snapshot,
-    /// whatever other connections commit meanwhile.
-    pub fn read_snapshot<R>(&mut self, f: impl FnOnce(&Snapshot<'_>) -> Result<R>) -> Result<R> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let snap = Snapshot {
-            conn: &tx,
-            sealer: &self.sealer,
-        };
-        let r = f(&snap)?;
-        tx.commit()?;
-        Ok(r)
-    }
-
-    /// Offers licenses to the store inside one transaction that `f` fills. `Write` commits when
-    /// `f` returns `Ok` and rolls everything back on an error; `CheckOnly` reads only (no write
-    /// lock) and tells what a write would do. Waiting for another writer's lock ends as soon as
-    /// `cancelled` says so.
-    pub fn import<R>(
-        &mut self,
-        mode: ImportMode,
-        cancelled: &dyn Fn() -> bool,
-        f: impl FnOnce(&mut Importer<'_>) -> Result<R>,
-    ) -> Result<R> {
-        let begin = match mode {
-            ImportMode::Write { .. } => "BEGIN IMMEDIATE",
-            ImportMode::CheckOnly => "BEGIN DEFERRED",
-        };
-        self.begin_cancellable(begin, cancelled)?;
-        let mut open = OpenTransaction {
-            conn: &self.conn,
-            open: true,
-        };
-        let adopt = match mode {
-            ImportMode::Write {
-                adopt_lineage: Some(lineage),
-            } => {
-                let empty: bool =
-                    self.conn
-                        .query_row("SELECT NOT EXISTS (SELECT 1 FROM licenses)", [], |r| {
-                            r.get(0)
-                        })?;
-                empty.then_some(lineage)
-            }
-            _ => None,
-        };
-        let r = {
-            let mut imp = Importer {
-                stmt: match mode {
-                    ImportMode::Write { .. } => self.conn.prepare_cached(UPSERT_IF_NEWER)?,
-                    ImportMode::CheckOnly => self.conn.prepare_cached(STORED_ISSUED_AT)?,
-                },
-                mode,
-                sealer: &self.sealer,
-            };
-            f(&mut imp)?
-        };
-        if let Some(lineage) = adopt {
-            self.conn.execute(
-                "UPDATE meta SET value = ?1 WHERE name = 'lineage_id'",
-                [&lineage[..]],
-            )?;
-        }
-        self.conn.execute_batch(match mode {
-            ImportMode::Write { .. } => "COMMIT",
-            ImportMode::CheckOnly => "ROLLBACK",
-        })?;
-        open.open = false;
-        if let Some(lineage) = adopt {
-            self.lineage_id = lineage;
-        }
-        Ok(r)
-    }
-
-    /// Runs `begin`, waiting for another connection's lock in short steps so that `cancelled`
-    /// can end the wait; gives up after the busy timeout like any other statement.
-    fn begin_cancellable(&self, begin: &str, cancelled: &dyn Fn() -> bool) -> Result<()> {
-        self.conn.busy_timeout(Duration::from_millis(25))?;
-        let deadline = Instant::now() + db::BUSY_TIMEOUT;
-        let result = loop {
-            match self.conn.execute_batch(begin) {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy =>
-                {
-                    if cancelled() {
-                        break Err(Error::Canceled);
-                    }
-                    if Instant::now() >= deadline {
-                        break Err(Error::Store(
-                            "another connection has held the store's write lock for too long"
-                                .into(),
-                        ));
-                    }
-                }
-                other => break other.map_err(Error::from),
-            }
-        };
-        self.conn.busy_timeout(db::BUSY_TIMEOUT)?;
-        result
-    }
+/// A content license. In wm_license_store_put/put_many every pointer is read during the call
+/// only. Handed to a wm_license_visitor, every pointer is valid only during that call.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct wm_license {
+    /// Key ID bytes: 1 to 64 bytes (not a string; may hold any byte).
+    pub key_id: *const u8,
+    /// Length of key_id in bytes.
+    pub key_id_len: usize,
+    /// Content key bytes: 1 to 64 bytes. Secret: sealed at rest, never written in the clear.
+    pub content_key: *const u8,
+    /// Length of content_key in bytes.
+    pub content_key_len: usize,
+    /// NUL-terminated UTF-8 title of at most 1024 bytes, or NULL for none.
+    pub title: *const c_char,
+    /// WM_RIGHT_* bits; unknown bits are rejected with WM_E_INVALIDARG.
+    pub rights: u32,
+    /// Remaining plays; -1 = unlimited.
+    pub play_count: i32,
+    /// Unix seconds before which the license is not valid; 0 = no start.
+    pub begin_date: i64,
+    /// Unix seconds at which the license expires; 0 = never. Must not be before begin_date.
+    pub expiration_date: i64,
+    /// Unix seconds the license was issued; on restore, the newer copy wins.
+    pub issued_at: i64,
 }
 
-/// Whether an import writes (restore) or only checks (WM_RESTORE_VERIFY_ONLY).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ImportMode {
-    /// Writes; a store that was empty when the import began continues `adopt_lineage` (an
-    /// empty store that receives a backup counts against the backup's lineage, as if the restore
-    /// had created it).
-    Write {
-        adopt_lineage: Option<[u8; 16]>,
-    },
-    CheckOnly,
+/// Called once per license by wm_license_store_get / wm_license_store_for_each, on the calling
+/// thread. Return 0 to continue, non-zero to stop. The license and its pointers are valid only
+/// during the call. The visitor must not call functions on the store it is visiting (they return
+/// WM_E_BACKUPRESTORE_BUSY).
+#[allow(non_camel_case_types)]
+pub type wm_license_visitor =
+    Option<unsafe extern "C" fn(license: *const wm_license, context: *mut c_void) -> i32>;
+
+/// Playback right.
+pub const WM_RIGHT_PLAYBACK: u32 = 0x1;
+/// Copy to a non-SDMI device.
+pub const WM_RIGHT_COPY_TO_NON_SDMI_DEVICE: u32 = 0x2;
+/// Burn to CD.
+pub const WM_RIGHT_COPY_TO_CD: u32 = 0x8;
+/// Copy to an SDMI device.
+pub const WM_RIGHT_COPY_TO_SDMI_DEVICE: u32 = 0x10;
+/// Play once.
+pub const WM_RIGHT_ONE_TIME: u32 = 0x20;
+/// Save a protected stream.
+pub const WM_RIGHT_SAVE_STREAM_PROTECTED: u32 = 0x40;
+/// Copy.
+pub const WM_RIGHT_COPY: u32 = 0x80;
+/// Collaborative play.
+pub const WM_RIGHT_COLLABORATIVE_PLAY: u32 = 0x100;
+/// The content owner allows backup and restore of this license (wmlicense's own right).
+pub const WM_RIGHT_BACKUP: u32 = 0x200;
+
+struct StoreHandle {
+    store: Mutex<Store>,
 }
 
-/// Rolls back a transaction that an error left open.
-struct OpenTransaction<'a> {
-    conn: &'a Connection,
-    open: bool,
+static STORES: Registry<wm_license_store, StoreHandle> = Registry::new("license store");
+
+thread_local! {
+    /// Stores whose visitor is running on this thread: re-entering them would deadlock.
+    static VISITING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
-impl Drop for OpenTransaction<'_> {
-    fn drop(&mut self) {
-        if self.open {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
-}
-
-/// A consistent read view of a store (see [`Store::read_snapshot`]).
-pub struct Snapshot<'a> {
-    conn: &'a Connection,
-    sealer: &'a SecretSealer,
-}
-
-impl Snapshot<'_> {
-    /// (all licenses, licenses that may be backed up)
-    pub fn counts(&self) -> Result<(u64, u64)> {
-        let (all, backup): (i64, i64) = self.conn.query_row(
-            "SELECT COUNT(*), COUNT(*) FILTER (WHERE rights & ?1 != 0) FROM licenses",
-            [crate::license::RIGHT_BACKUP],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok((all as u64, backup as u64))
-    }
-
-    pub fn for_each(&self, visit: impl FnMut(&License) -> Result<bool>) -> Result<()> {
-        for_each_in(self.conn, self.sealer, visit)
-    }
-}
-
-/// Writes licenses inside an import transaction (see [`Store::import`]).
-pub struct Importer<'a> {
-    stmt: rusqlite::CachedStatement<'a>,
-    mode: ImportMode,
-    sealer: &'a SecretSealer,
-}
-
-impl Importer<'_> {
-    /// Takes `license` unless the store holds a copy with `issued_at >=` its own (in
-    /// `CheckOnly` mode: tells whether it would). Returns whether it was (would be) written.
-    pub fn put_if_newer(&mut self, license: &License) -> Result<bool> {
-        match self.mode {
-            ImportMode::Write { .. } => {
-                let sealed = self.sealer.seal(&license.key_id, &license.content_key)?;
-                Ok(bind_and_run(&mut self.stmt, license, &sealed)? > 0)
-            }
-            ImportMode::CheckOnly => {
-                let stored: Option<i64> = self
-                    .stmt
-                    .query_row([&license.key_id], |r| r.get(0))
-                    .optional()?;
-                Ok(stored.is_none_or(|issued_at| license.issued_at > issued_at))
-            }
-        }
-    }
-}
-
-fn bind_and_run(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    l: &License,
-    sealed: &[u8],
-) -> Result<usize> {
-    Ok(stmt.execute(params![
-        l.key_id,
-        sealed,
-        l.title,
-        l.rights,
-        l.play_count,
-        l.begin_date,
-        l.expiration_date,
-        l.issued_at
-    ])?)
-}
-
-fn for_each_in(
-    conn: &Connection,
-    sealer: &SecretSealer,
-    mut visit: impl FnMut(&License) -> Result<bool>,
-) -> Result<()> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM licenses ORDER BY key_id"))?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let license = RawRow::read(row)?.into_license(sealer)?;
-        if !visit(&license)? {
-            break;
-        }
-    }
-    Ok(())
-}
-
-struct RawRow {
-    key_id: Vec<u8>,
-    sealed: Vec<u8>,
-    title: Option<String>,
-    rights: u32,
-    play_count: i32,
-    begin_date: i64,
-    expiration_date: i64,
-    issued_at: i64,
-}
-
-impl RawRow {
-    fn read(r: &Row<'_>) -> Result<RawRow> {
-        Ok(RawRow {
-            key_id: r.get(0)?,
-            sealed: r.get(1)?,
-            title: r.get(2)?,
-            rights: r.get(3)?,
-            play_count: r.get(4)?,
-            begin_date: r.get(5)?,
-            expiration_date: r.get(6)?,
-            issued_at: r.get(7)?,
-        })
-    }
-
-    fn into_license(self, sealer: &SecretSealer) -> Result<License> {
-        let content_key = sealer.open(&self.key_id, &self.sealed)?;
-        Ok(License {
-            key_id: self.key_id,
-            content_key,
-            title: self.title,
-            rights: self.rights,
-            play_count: self.play_count,
-            begin_date: self.begin_date,
-            expiration_date: self.expiration_date,
-            issued_at: self.issued_at,
-        })
-    }
-}
-
-/// Brings the schema to `SCHEMA_VERSION` and gives a new store its lineage ID.
-fn migrate(conn: &mut Connection, lineage: Option<[u8; 16]>) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let has_lineage = version >= 1 && read_lineage(conn).is_ok();
-    if version == SCHEMA_VERSION && has_lineage {
-        return Ok(());
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // Re-read under the write lock: another process may have migrated meanwhile.
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(Error::Store(format!(
-            "the store has schema version {version}, newer than this wmlicense ({SCHEMA_VERSION}); upgrade wmlicense"
+fn with_store<R>(
+    handle: *mut wm_license_store,
+    f: impl FnOnce(&mut Store) -> FfiResult<R>,
+) -> FfiResult<R> {
+    let h = STORES.get(handle, "store")?;
+    if VISITING.with(|v| v.borrow().contains(&(handle as usize))) {
+        return Err(Fail::Core(Error::Busy(
+            "the store was called from inside its own visitor".into(),
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    // A panic inside a call (caught at the boundary) leaves the store usable: SQLite rolled back.
+    let mut store = h.store.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut store)
+}
+
+/// Runs a visitor with the store marked busy for this thread.
+fn visiting<R>(handle: *mut wm_license_store, f: impl FnOnce() -> R) -> R {
+    struct Unmark(usize);
+    impl Drop for Unmark {
+        fn drop(&mut self) {
+            VISITING.with(|v| v.borrow_mut().retain(|h| *h != self.0));
+        }
     }
-    let lineage = match lineage {
-        Some(l) => l,
-        None => crypto::random_array()?,
+    VISITING.with(|v| v.borrow_mut().push(handle as usize));
+    let _unmark = Unmark(handle as usize);
+    f()
+}
+
+/// A key ID argument: checked against the 64-byte limit before it is read.
+///
+/// # Safety
+/// A non-NULL `p` points to `len` readable bytes.
+unsafe fn key_id_arg<'a>(p: *const u8, len: usize, name: &'static str) -> FfiResult<&'a [u8]> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { arg_bytes_max(p, len, KEY_ID_MAX, name, "key ID", Error::InvalidKid) }
+}
+
+/// # Safety
+/// The pointers of `l` are valid as documented on `wm_license`.
+unsafe fn license_from_c(l: &wm_license) -> FfiResult<License> {
+    // SAFETY (this block and the two below): the pointers of `l` are valid as documented.
+    let key_id = unsafe { key_id_arg(l.key_id, l.key_id_len, "license->key_id") }?;
+    let content_key = unsafe {
+        arg_bytes_max(
+            l.content_key,
+            l.content_key_len,
+            CONTENT_KEY_MAX,
+            "license->content_key",
+            "content key",
+            Error::InvalidArg,
+        )
+    }?;
+    let title = unsafe { arg_opt_str(l.title, TITLE_MAX, "license->title") }?;
+    let license = License {
+        key_id: key_id.to_vec(),
+        content_key: content_key.to_vec(),
+        title: title.map(str::to_owned),
+        rights: l.rights,
+        play_count: l.play_count,
+        begin_date: l.begin_date,
+        expiration_date: l.expiration_date,
+        issued_at: l.issued_at,
     };
-    tx.execute(
-        "INSERT OR IGNORE INTO meta (name, value) VALUES ('lineage_id', ?1)",
-        [&lineage[..]],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO meta (name, value) VALUES ('created_at', ?1)",
-        [crate::license::unix_now()],
-    )?;
-    tx.commit()?;
-    Ok(())
+    license.validate()?;
+    Ok(license)
 }
 
-fn read_lineage(conn: &Connection) -> Result<[u8; 16]> {
-    let v: Vec<u8> = conn.query_row(
-        "SELECT value FROM meta WHERE name = 'lineage_id'",
-        [],
-        |r| r.get(0),
-    )?;
-    v.try_into()
-        .map_err(|_| Error::Store("the store's lineage ID is malformed".into()))
+/// Calls `visitor` with a C view of `license`; returns the visitor's verdict (true = go on).
+fn visit(
+    license: &License,
+    visitor: unsafe extern "C" fn(*const wm_license, *mut c_void) -> i32,
+    context: *mut c_void,
+) -> bool {
+    let title = license
+        .title
+        .as_deref()
+        .map(|t| CString::new(t).unwrap_or_default());
+    let view = wm_license {
+        key_id: license.key_id.as_ptr(),
+        key_id_len: license.key_id.len(),
+        content_key: license.content_key.as_ptr(),
+        content_key_len: license.content_key.len(),
+        title: title.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
+        rights: license.rights,
+        play_count: license.play_count,
+        begin_date: license.begin_date,
+        expiration_date: license.expiration_date,
+        issued_at: license.issued_at,
+    };
+    // SAFETY: the caller promised a valid function pointer; `view` outlives the call.
+    unsafe { visitor(&view, context) == 0 }
 }
 
-/// Files that make up a store, for tools that copy or inspect one.
-pub const STORE_FILES: &[&str] = &[DB_FILE, IDENTITY_FILE];
+/// Opens (creating if needed) the license store in directory `path`, or the default store when
+/// `path` is NULL: `$WMLICENSE_HOME` if set, else the platform's per-user data directory +
+/// `wmlicense`. `path` is UTF-8, at most 4096 bytes. On success `*out_store` receives a handle to
+/// close with wm_license_store_close.
+///
+/// Errors: WM_E_POINTER (out_store NULL), WM_E_INVALIDARG (path not UTF-8, too long or empty),
+/// WM_E_LICENSE_STORE_ERROR (cannot create or open; see wm_last_error_message).
+#[no_mangle]
+pub unsafe extern "C" fn wm_license_store_open(
+    path: *const c_char,
+    out_store: *mut *mut wm_license_store,
+) -> wm_hresult {
+    call("wm_license_store_open", || {
+        // SAFETY: out_store is NULL or valid for writes (the C contract).
+        let out = unsafe { Out::new(out_store, "out_store") }?;
+        // SAFETY: path is NULL or a NUL-terminated string (the C contract).
+        let dir = match unsafe { arg_opt_str(path, PATH_MAX_BYTES, "path") }? {
+            Some("") => return Err(Fail::invalid("path is empty")),
+            Some(p) => PathBuf::from(p),
+            None => paths::default_store_dir()?,
+        };
+        let store = Store::open(&dir)?;
+        let handle = STORES.insert(Arc::new(StoreHandle {
+            store: Mutex::new(store),
+        }));
+        out.write(handle);
+        Ok(WM_S_OK)
+    })
+}
+
+/// Closes a store handle. NULL, or a handle already closed, does nothing. A call running on the
+/// handle in another thread finishes first.
+#[no_mangle]
+pub extern "C" fn wm_license_store_close(store: *mut wm_license_store) {
+    call_void(|| {
+        if !store.is_null() {
+            drop(STORES.remove(store));
+        }
+    })
+}
+
+/// Inserts `license`, or replaces the license with the same key ID.
+///
+/// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_KID (key ID of 0 or more than 64 bytes),
+/// WM_E_INVALIDARG (content key of 0 or more than 64 bytes, title over 1024 bytes or not UTF-8,
+/// unknown rights bits, play_count < -1, negative dates, expiration before begin),
+/// WM_E_LICENSE_STORE_ERROR.
+#[no_mangle]
+pub unsafe extern "C" fn wm_license_store_put(
+    store: *mut wm_license_store,
+    license: *const wm_license,
+) -> wm_hresult {
+    call("wm_license_store_put", || {
+        // SAFETY: license is NULL or a valid wm_license whose pointers are valid (the C contract).
+        let l = unsafe { license_from_c(arg_ref(license, "license")?) }?;
+        with_store(store, |s| Ok(s.put(&l)?))?;
+        Ok(WM_S_OK)
+    })
+}
+
+/// Inserts or replaces `count` licenses in one transaction: either all are stored or, on any
+/// error (including one invalid license), none. `licenses` may be NULL only when `count` is 0.
+#[no_mangle]
+pub unsafe extern "C" fn wm_license_store_put_many(
+    store: *mut wm_license_store,
+    licenses: *const wm_license,
+    count: usize,
+) -> wm_hresult {
+    call("wm_license_store_put_many", || {
+        if count > 0 && licenses.is_null() {
+            return Err(Fail::Pointer("licenses"));
+        }
+        if count > isize::MAX as usize / std::mem::size_of::<wm_license>() {
+            return Err(Fail::invalid("count is impossibly large"));
+        }
+        let items: &[wm_license] = if count == 0 {
+            &[]
+        } else {
+            // SAFETY: non-NULL and `count` readable wm_license (the C contract), size checked.
+            unsafe { std::slice::from_raw_parts(licenses, count) }
+        };
+        let converted = items
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                // SAFETY: each element's pointers are valid as documented (the C contract).
+                unsafe { license_from_c(l) }.map_err(|f| match f {
+                    Fail::Core(Error::InvalidArg(m)) => {
+                        Fail::invalid(format!("licenses[{i}]: {m}"))
+                    }
+                    Fail::Core(Error::InvalidKid(m)) => {
+                        Fail::Core(Error::InvalidKid(format!("licenses[{i}]: {m}")))
+                    }
+                    other => other,
+                })
+            })
+            .collect::<FfiResult<Vec<_>>>()?;
+        with_store(store, |s| Ok(s.put_many(&converted)?))?;
+        Ok(WM_S_OK)
+    })
+}
+
+/// Looks up the license with the given key ID and calls `visitor` once with it.
+///
+/// Errors: WM_E_POINTER (store, visitor, or key_id NULL with key_id_len > 0), WM_E_HANDLE,
+/// WM_E_INVALID_KID, WM_E_NOT_FOUND (no such license), WM_E_LICENSE_STORE_ERROR.
+#[no_mangle]
+pub unsafe extern "C" fn wm_license_store_get(
+    store: *mut wm_license_store,
+    key_id: *const u8,
+    key_id_len: usize,
+    visitor: wm_license_visitor,
+    context: *mut c_void,
+) -> wm_hresult {
+    call("wm_license_store_get", || {
+        // SAFETY: key_id is NULL or points to key_id_len readable bytes (the C contract).
+        let key_id = unsafe { key_id_arg(key_id, key_id_len, "key_id") }?;
+        let visitor = visitor.ok_or(Fail::Pointer("visitor"))?;
+        let license = with_store(store, |s| Ok(s.get(key_id)?))?;
+        visiting(store, || visit(&license, visitor, context));
+        Ok(WM_S_OK)
+    })
+}
+
+/// Removes the license with the given key ID.
+///
+/// Errors: WM_E_POINTER, WM_E_HANDLE, WM_E_INVALID_KID, WM_E_NOT_FOUND, WM_E_LICENSE_STORE_ERROR.
+#[no_mangle]
+pub unsafe extern "C" fn wm_license_store_remove(
+    store: *mut wm_license_store,
+    key_id: *const u8,
+    key_id_len: usize,
+) -> wm_hresult {
+    call("wm_license_store_remove", || {
+        // SAFETY: key_id is NULL or points to key_id_len readable bytes (the C contract).
+        let key_id = unsafe { key_id_arg(key_id, key_id_len, "key_id") }?;
+        with_store(store, |s| Ok(s.remove(key_id)?))?;
+        Ok(WM_S_OK)
+    })
+}
+
+/// Writes the number of licenses in the store to `*out_count`.
+#[no_mangle]
+pub unsafe extern "C" fn wm_license_store_count(
+    store: *mut wm_license_store,
+    out_count: *mut u64,
+) -> wm_hresult {
+    call("wm_license_store_count", || {
+        // SAFETY: out_count is NULL or valid for writes (the C contract).
+        let out = unsafe { Out::new(out_count, "out_count") }?;
+        let n = with_store(store, |s| Ok(s.count()?))?;
+        out.write(n);
+        Ok(WM_S_OK)
+    })
+}
+
+/// Calls `visitor` once for every license, in key-ID byte order, from one consistent snapshot,
+/// on the calling thread; stops early (returning WM_S_OK) when the visitor returns non-zero.
+/// Memory use does not grow with the store's size.
+#[no_mangle]
+pub unsafe extern "C" fn wm_license_store_for_each(
+    store: *mut wm_license_store,
+    visitor: wm_license_visitor,
+    context: *mut c_void,
+) -> wm_hresult {
+    call("wm_license_store_for_each", || {
+        let visitor = visitor.ok_or(Fail::Pointer("visitor"))?;
+        with_store(store, |s| {
+            visiting(store, || s.for_each(|l| Ok(visit(l, visitor, context))))?;
+            Ok(())
+        })?;
+        Ok(WM_S_OK)
+    })
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wmlicense_core::license as l;
 
-    fn temp_dir() -> PathBuf {
-        let id: [u8; 8] = crypto::random_array().unwrap();
-        std::env::temp_dir().join(format!("wmlicense-store-{:016x}", u64::from_le_bytes(id)))
-    }
-
-    fn license(i: u8) -> License {
-        License {
-            key_id: vec![i],
-            content_key: vec![i; 8],
-            title: None,
-            rights: 0x1,
-            play_count: -1,
-            begin_date: 0,
-            expiration_date: 0,
-            issued_at: 1,
+    #[test]
+    fn rights_match_the_core() {
+        let pairs = [
+            (WM_RIGHT_PLAYBACK, l::RIGHT_PLAYBACK),
+            (
+                WM_RIGHT_COPY_TO_NON_SDMI_DEVICE,
+                l::RIGHT_COPY_TO_NON_SDMI_DEVICE,
+            ),
+            (WM_RIGHT_COPY_TO_CD, l::RIGHT_COPY_TO_CD),
+            (WM_RIGHT_COPY_TO_SDMI_DEVICE, l::RIGHT_COPY_TO_SDMI_DEVICE),
+            (WM_RIGHT_ONE_TIME, l::RIGHT_ONE_TIME),
+            (
+                WM_RIGHT_SAVE_STREAM_PROTECTED,
+                l::RIGHT_SAVE_STREAM_PROTECTED,
+            ),
+            (WM_RIGHT_COPY, l::RIGHT_COPY),
+            (WM_RIGHT_COLLABORATIVE_PLAY, l::RIGHT_COLLABORATIVE_PLAY),
+            (WM_RIGHT_BACKUP, l::RIGHT_BACKUP),
+        ];
+        for (c, core) in pairs {
+            assert_eq!(c, core);
         }
-    }
-
-    #[test]
-    fn identity_and_lineage_survive_reopen() {
-        let dir = temp_dir();
-        let (device, lineage) = {
-            let s = Store::open(&dir).unwrap();
-            (s.identity().device_id, s.lineage_id())
-        };
-        let s = Store::open_existing(&dir).unwrap();
-        assert_eq!(s.identity().device_id, device);
-        assert_eq!(s.lineage_id(), lineage);
-        assert!(matches!(
-            Store::open_existing(&dir.join("missing")),
-            Err(Error::NotFound(_))
-        ));
-        std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
-    fn a_store_from_a_newer_wmlicense_is_refused() {
-        let dir = temp_dir();
-        drop(Store::open(&dir).unwrap());
-        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
-        drop(conn);
-        match Store::open(&dir) {
-            Err(Error::Store(m)) => assert!(m.contains("newer"), "{m}"),
-            other => panic!("expected a store error, got {:?}", other.map(|_| ())),
-        }
-        std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
-    fn import_commits_only_when_asked() {
-        let dir = temp_dir();
-        let mut s = Store::open(&dir).unwrap();
-        s.put(&license(1)).unwrap();
-        let never = || false;
-        s.import(ImportMode::CheckOnly, &never, |imp| {
-            assert!(imp.put_if_newer(&license(2))?);
-            assert!(!imp.put_if_newer(&license(1))?);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(s.count().unwrap(), 1);
-        let failed: Result<()> = s.import(
-            ImportMode::Write {
-                adopt_lineage: None,
-            },
-            &never,
-            |imp| {
-                imp.put_if_newer(&license(3))?;
-                Err(Error::corrupt("chunk 7"))
-            },
-        );
-        assert!(failed.is_err());
-        assert_eq!(s.count().unwrap(), 1);
-        s.import(
-            ImportMode::Write {
-                adopt_lineage: None,
-            },
-            &never,
-            |imp| {
-                // Same issued_at as the stored copy: the stored copy wins.
-                assert!(!imp.put_if_newer(&license(1))?);
-                assert!(imp.put_if_newer(&license(4))?);
-                Ok(())
-            },
-        )
-        .unwrap();
-        assert_eq!(s.count().unwrap(), 2);
-        std::fs::remove_dir_all(dir).ok();
     }
 }

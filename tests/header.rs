@@ -9,7 +9,7 @@ fn committed_header_matches_generated() {
     let config = cbindgen::Config::from_file(Path::new(crate_dir).join("cbindgen.toml"))
         .expect("cbindgen.toml parses");
     let bindings = cbindgen::Builder::new()
-        .with_src(Path::new(crate_dir).join("src/ffi/mod.rs"))
+        .with_src(Path::new(crate_dir).join("src/lib.rs"))
         .with_config(config)
         .generate()
         .expect("cbindgen generates the header");

@@ -3,10 +3,67 @@
 //! Regenerate (only when the format version changes) with:
 //!   WMLICENSE_BLESS=1 cargo test --test backup_vector
 
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::ChaCha20Poly1305;
+use rand_core::{CryptoRng, RngCore};
 use std::path::Path;
-use wmlicense::crypto::{hpke_open_key, hpke_seal_key, KeyPair, SealedKey, SeededRng};
-use wmlicense::format::{self, BackupReader, BackupWriter, Header, INFO_DATA_KEY};
-use wmlicense::License;
+use wmlicense_core::crypto::{hpke_open_key, hpke_seal_key, KeyPair, SealedKey};
+use wmlicense_core::format::{self, BackupReader, BackupWriter, Header, INFO_DATA_KEY};
+use wmlicense_core::License;
+
+/// A deterministic CSPRNG (the ChaCha20 keystream of a seed, taken from the end of each 64-byte
+/// block): the HPKE encapsulation of the vector comes from it. Test-only.
+struct SeededRng {
+    cipher: ChaCha20Poly1305,
+    block: u64,
+    buf: Vec<u8>,
+}
+
+impl SeededRng {
+    fn new(seed: [u8; 32]) -> SeededRng {
+        SeededRng {
+            cipher: ChaCha20Poly1305::new((&seed).into()),
+            block: 0,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl RngCore for SeededRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for d in dest.iter_mut() {
+            if self.buf.is_empty() {
+                let mut nonce = [0u8; 12];
+                nonce[..8].copy_from_slice(&self.block.to_le_bytes());
+                let mut ks = self
+                    .cipher
+                    .encrypt((&nonce).into(), &[0u8; 64][..])
+                    .expect("encrypting zeros cannot fail");
+                ks.truncate(64);
+                ks.reverse();
+                self.buf = ks;
+                self.block += 1;
+            }
+            *d = self.buf.pop().unwrap_or(0);
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl CryptoRng for SeededRng {}
 
 /// Inputs of the vector, also listed in docs/backup-format.md.
 const SERVICE_IKM: &[u8] = b"wmlicense test vector service key";

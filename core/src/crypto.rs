@@ -230,58 +230,6 @@ pub fn os_rng() -> rand_core::OsRng {
     rand_core::OsRng
 }
 
-/// A deterministic CSPRNG (the ChaCha20 keystream of a seed). Used to make reproducible test
-/// vectors; never for real backups.
-pub struct SeededRng {
-    cipher: ChaCha20Poly1305,
-    block: u64,
-    buf: Vec<u8>,
-}
-
-impl SeededRng {
-    pub fn new(seed: [u8; 32]) -> SeededRng {
-        SeededRng {
-            cipher: ChaCha20Poly1305::new((&seed).into()),
-            block: 0,
-            buf: Vec::new(),
-        }
-    }
-}
-
-impl RngCore for SeededRng {
-    fn next_u32(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        self.fill_bytes(&mut b);
-        u32::from_le_bytes(b)
-    }
-    fn next_u64(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        self.fill_bytes(&mut b);
-        u64::from_le_bytes(b)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for d in dest.iter_mut() {
-            if self.buf.is_empty() {
-                let mut ks = self
-                    .cipher
-                    .encrypt((&ChunkCipher::nonce(self.block)).into(), &[0u8; 64][..])
-                    .expect("encrypting zeros cannot fail");
-                ks.truncate(64);
-                ks.reverse();
-                self.buf = ks;
-                self.block += 1;
-            }
-            *d = self.buf.pop().unwrap_or(0);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl CryptoRng for SeededRng {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,16 +258,5 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(s.open(b"kid", &a).unwrap(), b"secret");
         assert!(s.open(b"kie", &a).is_err());
-    }
-
-    #[test]
-    fn seeded_rng_is_deterministic() {
-        let mut a = SeededRng::new([3; 32]);
-        let mut b = SeededRng::new([3; 32]);
-        let (mut x, mut y) = ([0u8; 100], [0u8; 100]);
-        a.fill_bytes(&mut x);
-        b.fill_bytes(&mut y);
-        assert_eq!(x, y);
-        assert_ne!(x, [0u8; 100]);
     }
 }

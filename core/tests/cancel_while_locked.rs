@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wmlicense::engine::Counters;
-use wmlicense::props::PropName;
-use wmlicense::restorer::{Notice, Operation, Restorer};
-use wmlicense::{Error, License, Store};
+use wmlicense_core::engine::Counters;
+use wmlicense_core::props::PropName;
+use wmlicense_core::restorer::{Notice, Operation, Restorer};
+use wmlicense_core::{Error, License, Store};
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let id: [u8; 8] = wmlicense::crypto::random_array().unwrap();
+    let id: [u8; 8] = wmlicense_core::crypto::random_array().unwrap();
     let d = std::env::temp_dir().join(format!("wmlicense-{tag}-{:016x}", u64::from_le_bytes(id)));
     std::fs::create_dir_all(&d).unwrap();
     d

@@ -1,11 +1,11 @@
 //! The one way across the C boundary: the panic boundary, argument conversion and the
 //! per-thread last error message. No export hand-rolls a NULL check.
 
-use super::result::*;
-use crate::error::Error;
+use crate::result::*;
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use wmlicense_core::Error;
 
 /// Why an export failed: a core error, or a problem with the arguments themselves.
 pub(crate) enum Fail {
@@ -97,24 +97,75 @@ pub extern "C" fn wm_last_error_message() -> *const c_char {
 /// # Safety
 /// `p` is NULL or points to a valid `T` for the duration of the call.
 pub(crate) unsafe fn arg_ref<'a, T>(p: *const T, name: &'static str) -> FfiResult<&'a T> {
-    p.as_ref().ok_or(Fail::Pointer(name))
+    // SAFETY: the caller guarantees `p` is NULL or valid for the call; NULL becomes None.
+    unsafe { p.as_ref() }.ok_or(Fail::Pointer(name))
 }
 
 /// A required out-pointer, checked before any work is done and written only on success.
 pub(crate) struct Out<T>(*mut T);
 
 impl<T> Out<T> {
-    pub(crate) fn new(p: *mut T, name: &'static str) -> FfiResult<Out<T>> {
+    /// # Safety
+    /// `p` is NULL or valid for writes of `T` until the export returns.
+    pub(crate) unsafe fn new(p: *mut T, name: &'static str) -> FfiResult<Out<T>> {
         if p.is_null() {
             Err(Fail::Pointer(name))
         } else {
             Ok(Out(p))
         }
     }
+
+    pub(crate) fn write(&self, v: T) {
+        // SAFETY: non-NULL (checked in `new`) and valid for writes (promised to `new`).
+        unsafe { self.0.write(v) }
+    }
+}
+
+/// A (buffer, length) output pair with two-call sizing for a string: the length pointer is
+/// required; a NULL buffer asks for the size only (bytes including the NUL).
+pub(crate) struct SizedOut {
+    buf: *mut u8,
+    len: *mut u32,
+}
+
+impl SizedOut {
     /// # Safety
-    /// The pointer given to `new` is valid for writes of `T`.
-    pub(crate) unsafe fn write(&self, v: T) {
-        self.0.write(v)
+    /// `len` is NULL or valid for reads and writes; a non-NULL `buf` is valid for writes of
+    /// `*len` bytes; both until the export returns.
+    pub(crate) unsafe fn new(
+        buf: *mut u8,
+        len: *mut u32,
+        name: &'static str,
+    ) -> FfiResult<SizedOut> {
+        if len.is_null() {
+            return Err(Fail::Pointer(name));
+        }
+        Ok(SizedOut { buf, len })
+    }
+
+    /// Whether `s` and its NUL fit (a size-only query always fits).
+    pub(crate) fn fits(&self, s: &str) -> bool {
+        // SAFETY: `len` is valid for reads (promised to `new`).
+        self.buf.is_null() || unsafe { *self.len } as usize > s.len()
+    }
+
+    /// Writes the size `s` needs (bytes including the NUL).
+    pub(crate) fn write_size(&self, s: &str) {
+        // SAFETY: `len` is valid for writes (promised to `new`).
+        unsafe { *self.len = u32::try_from(s.len() + 1).unwrap_or(u32::MAX) };
+    }
+
+    /// Writes the needed size, and the string with its NUL when a buffer was given that
+    /// [`SizedOut::fits`].
+    pub(crate) fn write(&self, s: &str) {
+        if !self.buf.is_null() && self.fits(s) {
+            // SAFETY: the buffer holds `*len` > s.len() bytes (checked by `fits`).
+            unsafe {
+                std::ptr::copy_nonoverlapping(s.as_ptr(), self.buf, s.len());
+                *self.buf.add(s.len()) = 0;
+            }
+        }
+        self.write_size(s);
     }
 }
 
@@ -136,7 +187,8 @@ pub(crate) unsafe fn arg_bytes_max<'a>(
             "{what} is {len} bytes; it must be 1 to {max} bytes"
         ))));
     }
-    arg_bytes(p, len, name)
+    // SAFETY: forwarded from this function's own contract.
+    unsafe { arg_bytes(p, len, name) }
 }
 
 /// A (pointer, length) byte range: (NULL, 0) is empty; (NULL, n > 0) is WM_E_POINTER.
@@ -157,7 +209,8 @@ pub(crate) unsafe fn arg_bytes<'a>(
     if len > isize::MAX as usize {
         return Err(Fail::invalid(format!("{name}: length {len} is impossible")));
     }
-    Ok(std::slice::from_raw_parts(p, len))
+    // SAFETY: non-NULL, `len` readable bytes (the caller's promise), at most isize::MAX.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
 /// A NUL-terminated UTF-8 string of at most `max` bytes; NULL gives `None`. The scan stops at
@@ -174,13 +227,16 @@ pub(crate) unsafe fn arg_opt_str<'a>(
         return Ok(None);
     }
     let mut len = 0usize;
-    while *p.add(len) != 0 {
+    // SAFETY: the string is NUL-terminated or has `max + 1` readable bytes, and the scan stops
+    // at the NUL or after `max + 1` bytes.
+    while unsafe { *p.add(len) } != 0 {
         len += 1;
         if len > max {
             return Err(Fail::invalid(format!("{name} is longer than {max} bytes")));
         }
     }
-    let bytes = std::slice::from_raw_parts(p.cast::<u8>(), len);
+    // SAFETY: the `len` bytes before the NUL were just read.
+    let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
     std::str::from_utf8(bytes)
         .map(Some)
         .map_err(|_| Fail::invalid(format!("{name} is not valid UTF-8")))
@@ -195,7 +251,8 @@ pub(crate) unsafe fn arg_str<'a>(
     max: usize,
     name: &'static str,
 ) -> FfiResult<&'a str> {
-    arg_opt_str(p, max, name)?.ok_or(Fail::Pointer(name))
+    // SAFETY: forwarded from this function's own contract.
+    unsafe { arg_opt_str(p, max, name) }?.ok_or(Fail::Pointer(name))
 }
 
 /// Longest path accepted from C, in bytes.

@@ -3,13 +3,15 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use wmlicense::engine::{Counters, Event};
-use wmlicense::props::PropName;
-use wmlicense::restorer::{Notice, Operation, Restorer, BACKUP_OVERWRITE, RESTORE_INDIVIDUALIZE};
-use wmlicense::{License, Store};
+use wmlicense_core::engine::{Counters, Event};
+use wmlicense_core::props::PropName;
+use wmlicense_core::restorer::{
+    Notice, Operation, Restorer, BACKUP_OVERWRITE, RESTORE_INDIVIDUALIZE,
+};
+use wmlicense_core::{License, Store};
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let id: [u8; 8] = wmlicense::crypto::random_array().unwrap();
+    let id: [u8; 8] = wmlicense_core::crypto::random_array().unwrap();
     let d = std::env::temp_dir().join(format!("wmlicense-{tag}-{:016x}", u64::from_le_bytes(id)));
     std::fs::create_dir_all(&d).unwrap();
     d

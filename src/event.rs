@@ -1,9 +1,9 @@
 //! Events as C sees them: wm_status, wm_operation, wm_event and the callback that gets them.
 
-use super::result::*;
-use crate::engine::{Counters, Event};
-use crate::restorer::{Notice, Operation, Sink};
+use crate::result::*;
 use std::ffi::{c_char, c_void, CString};
+use wmlicense_core::engine::{Counters, Event};
+use wmlicense_core::restorer::{Notice, Operation, Sink};
 
 /// What an event reports (the Windows Media Format SDK's WMT_STATUS values, plus PROGRESS).
 #[allow(non_camel_case_types)]

@@ -1,7 +1,7 @@
 //! Result codes: HRESULT-compatible values, the same as the Windows Media Format SDK's.
 
-use crate::error::Error;
 use std::ffi::c_char;
+use wmlicense_core::Error;
 
 /// A result code: HRESULT-compatible, negative on failure. Compare with the WM_* constants or
 /// test with WM_SUCCEEDED / WM_FAILED.
