@@ -366,6 +366,16 @@ typedef int32_t (*wm_license_visitor)(const struct wm_license *license, void *co
 #define WM_E_UNEXPECTED (wm_hresult)2147549183u
 
 /**
+ * 0x80070002: there is no backup at RestorePath, or no store at a path that must exist.
+ */
+#define WM_E_FILE_NOT_FOUND (wm_hresult)2147942402u
+
+/**
+ * 0x80070005: the file system refuses access to a path (permissions, read-only file system).
+ */
+#define WM_E_ACCESS_DENIED (wm_hresult)2147942405u
+
+/**
  * 0x80070006: the handle was destroyed/closed, or is not a handle of this type.
  */
 #define WM_E_HANDLE (wm_hresult)2147942406u
@@ -379,6 +389,11 @@ typedef int32_t (*wm_license_visitor)(const struct wm_license *license, void *co
  * 0x80070057: an argument is invalid (value out of range, unknown flag bits, bad string).
  */
 #define WM_E_INVALIDARG (wm_hresult)2147942487u
+
+/**
+ * 0x80070070: no space is left where a backup or a store is written.
+ */
+#define WM_E_DISK_FULL (wm_hresult)2147942512u
 
 /**
  * 0x8007007A: the caller's buffer is too small; the needed size was written back.

@@ -40,7 +40,7 @@ impl Fail {
 
     fn message(&self) -> String {
         match self {
-            Fail::Core(e) => e.to_string(),
+            Fail::Core(e) => message_of(e),
             Fail::Pointer(arg) => format!("argument '{arg}' is NULL"),
             Fail::Handle(kind) => format!("the {kind} handle is closed, destroyed or not a {kind}"),
             Fail::BufferTooSmall(what) => format!("the {what} buffer is too small"),

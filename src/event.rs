@@ -142,7 +142,7 @@ pub(crate) fn sink_for(
                 ev.status = wm_status::WM_STATUS_BACKUPRESTORE_END;
                 if let Err(e) = result {
                     ev.hr = hresult_of(e);
-                    message = Some(c_string(&e.to_string()));
+                    message = Some(c_string(&message_of(e)));
                 }
             }
         }

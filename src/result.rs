@@ -18,12 +18,18 @@ pub const WM_E_NOTIMPL: wm_hresult = 0x8000_4001_u32 as wm_hresult;
 pub const WM_E_POINTER: wm_hresult = 0x8000_4003_u32 as wm_hresult;
 /// 0x8000FFFF: internal failure or a caught panic.
 pub const WM_E_UNEXPECTED: wm_hresult = 0x8000_FFFF_u32 as wm_hresult;
+/// 0x80070002: there is no backup at RestorePath, or no store at a path that must exist.
+pub const WM_E_FILE_NOT_FOUND: wm_hresult = 0x8007_0002_u32 as wm_hresult;
+/// 0x80070005: the file system refuses access to a path (permissions, read-only file system).
+pub const WM_E_ACCESS_DENIED: wm_hresult = 0x8007_0005_u32 as wm_hresult;
 /// 0x80070006: the handle was destroyed/closed, or is not a handle of this type.
 pub const WM_E_HANDLE: wm_hresult = 0x8007_0006_u32 as wm_hresult;
 /// 0x8007000E: out of memory.
 pub const WM_E_OUTOFMEMORY: wm_hresult = 0x8007_000E_u32 as wm_hresult;
 /// 0x80070057: an argument is invalid (value out of range, unknown flag bits, bad string).
 pub const WM_E_INVALIDARG: wm_hresult = 0x8007_0057_u32 as wm_hresult;
+/// 0x80070070: no space is left where a backup or a store is written.
+pub const WM_E_DISK_FULL: wm_hresult = 0x8007_0070_u32 as wm_hresult;
 /// 0x8007007A: the caller's buffer is too small; the needed size was written back.
 pub const WM_E_BUFFER_TOO_SMALL: wm_hresult = 0x8007_007A_u32 as wm_hresult;
 /// 0x80070490: no such license or property.
@@ -61,9 +67,12 @@ pub(crate) const MESSAGES: &[(wm_hresult, &str)] = &[
     (WM_E_NOTIMPL, "The function is not implemented.\0"),
     (WM_E_POINTER, "A required pointer argument was NULL.\0"),
     (WM_E_UNEXPECTED, "An unexpected internal failure occurred in wmlicense.\0"),
+    (WM_E_FILE_NOT_FOUND, "The file or directory does not exist: no backup at the restore path, or no store where one must be.\0"),
+    (WM_E_ACCESS_DENIED, "The file system refuses access to a path.\0"),
     (WM_E_HANDLE, "The handle is closed, destroyed, or not a handle of the expected type.\0"),
     (WM_E_OUTOFMEMORY, "There was not enough memory to complete the operation.\0"),
     (WM_E_INVALIDARG, "An argument is invalid: out of range, unknown flag bits, or a malformed string.\0"),
+    (WM_E_DISK_FULL, "No space is left on the disk where the backup or the store is written.\0"),
     (WM_E_BUFFER_TOO_SMALL, "The buffer is too small; the required size was written to the length argument.\0"),
     (WM_E_NOT_FOUND, "No license or property with that identifier exists.\0"),
     (WM_E_LICENSE_STORE_ERROR, "The license store cannot be opened, read or written.\0"),
@@ -81,6 +90,20 @@ pub(crate) const MESSAGES: &[(wm_hresult, &str)] = &[
 ];
 
 const UNKNOWN: &str = "Unknown result code.\0";
+
+/// The message an error reports to C: the core's text, with the C spelling of the flag that
+/// would have avoided the failure.
+pub(crate) fn message_of(e: &Error) -> String {
+    match e {
+        Error::NeedsIndividualization(store) => format!(
+            "the license store {store} does not exist; restore with WM_RESTORE_INDIVIDUALIZE to create it"
+        ),
+        Error::BackupExists(path) => format!(
+            "a backup already exists at {path}; pass WM_BACKUP_OVERWRITE to replace it"
+        ),
+        other => other.to_string(),
+    }
+}
 
 /// The result code an error reports.
 pub(crate) fn hresult_of(e: &Error) -> wm_hresult {
@@ -101,6 +124,9 @@ pub(crate) fn hresult_of(e: &Error) -> wm_hresult {
         Error::ServiceUnavailable(_) => WM_E_RESTORE_SERVICE_UNAVAILABLE,
         Error::OutOfMemory => WM_E_OUTOFMEMORY,
         Error::Internal(_) => WM_E_UNEXPECTED,
+        Error::FileNotFound(_) => WM_E_FILE_NOT_FOUND,
+        Error::AccessDenied(_) => WM_E_ACCESS_DENIED,
+        Error::DiskFull(_) => WM_E_DISK_FULL,
         Error::Closed(_) => WM_E_HANDLE,
     }
 }
@@ -129,6 +155,36 @@ mod tests {
             assert!(msg.ends_with('\0'));
             assert!(seen.insert(*msg), "duplicate message for 0x{code:08x}");
         }
-        assert_eq!(MESSAGES.len(), 22);
+    }
+
+    /// Every result code the header defines has its own description.
+    #[test]
+    fn every_code_in_the_header_has_a_message() {
+        let header = include_str!("../include/wmlicense.h");
+        let mut codes = 0;
+        for line in header.lines() {
+            let mut words = line.split_whitespace();
+            let (Some("#define"), Some(name), Some(value)) =
+                (words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            if !(name.starts_with("WM_E_") || name.starts_with("WM_S_")) {
+                continue;
+            }
+            let digits = value
+                .trim_start_matches("(wm_hresult)")
+                .trim_end_matches('u');
+            let code = digits.parse::<u32>().expect("a decimal code") as wm_hresult;
+            codes += 1;
+            // SAFETY: wm_hresult_message returns a static NUL-terminated string.
+            let msg = unsafe { std::ffi::CStr::from_ptr(wm_hresult_message(code)) };
+            assert_ne!(
+                msg.to_bytes(),
+                UNKNOWN.trim_end_matches('\0').as_bytes(),
+                "{name} has no message"
+            );
+        }
+        assert!(codes >= 25, "only {codes} result codes found in the header");
     }
 }

@@ -1,6 +1,7 @@
 //! The core's error type. The FFI layer maps each variant to a result code.
 
 use std::fmt;
+use std::io;
 
 /// Every way a wmlicense operation can fail, independent of the C boundary.
 #[derive(Debug, thiserror::Error)]
@@ -13,13 +14,11 @@ pub enum Error {
     NotFound(String),
     #[error("license store error: {0}")]
     Store(String),
-    #[error(
-        "the license store {0} does not exist; restore with WM_RESTORE_INDIVIDUALIZE to create it"
-    )]
+    #[error("the license store {0} does not exist; a restore creates it only when asked to individualize")]
     NeedsIndividualization(String),
     #[error("{0}")]
     BackupRestore(String),
-    #[error("a backup already exists at {0}; pass WM_BACKUP_OVERWRITE to replace it")]
+    #[error("a backup already exists at {0}; it is replaced only when overwriting is asked for")]
     BackupExists(String),
     #[error("backup is corrupt: {0}")]
     BackupCorrupt(String),
@@ -42,6 +41,15 @@ pub enum Error {
     OutOfMemory,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A file or directory that must exist does not (no backup at the restore path, say).
+    #[error("{0}")]
+    FileNotFound(String),
+    /// The file system refuses access to a path.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// No space is left where a backup or a store is written.
+    #[error("{0}")]
+    DiskFull(String),
     /// The object was closed or destroyed while the call ran.
     #[error("{0}")]
     Closed(String),
@@ -56,10 +64,46 @@ impl Error {
     pub fn corrupt(msg: impl Into<String>) -> Error {
         Error::BackupCorrupt(msg.into())
     }
+
+    /// A failed file-system call on behalf of `context`: a refused access and a full disk get
+    /// their own variants whatever the operation; anything else becomes `other(message)`.
+    pub fn io(context: impl fmt::Display, e: &io::Error, other: fn(String) -> Error) -> Error {
+        let message = format!("{context}: {e}");
+        match io_class(e) {
+            IoClass::AccessDenied => Error::AccessDenied(message),
+            IoClass::DiskFull => Error::DiskFull(message),
+            IoClass::Other => other(message),
+        }
+    }
+}
+
+enum IoClass {
+    AccessDenied,
+    DiskFull,
+    Other,
+}
+
+fn io_class(e: &io::Error) -> IoClass {
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        return IoClass::AccessDenied;
+    }
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => IoClass::DiskFull,
+        Some(libc::EROFS) | Some(libc::EPERM) | Some(libc::EACCES) => IoClass::AccessDenied,
+        _ => IoClass::Other,
+    }
 }
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Error {
-        Error::Store(e.to_string())
+        use rusqlite::ErrorCode;
+        let message = format!("license store error: {e}");
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => Error::DiskFull(message),
+            Some(ErrorCode::PermissionDenied) | Some(ErrorCode::ReadOnly) => {
+                Error::AccessDenied(message)
+            }
+            _ => Error::Store(e.to_string()),
+        }
     }
 }
