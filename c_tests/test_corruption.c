@@ -29,6 +29,9 @@ static wms_recorder g_rec;
 static char g_target[600];
 static wms_dump_t g_before;
 static int g_cases, g_failed_cases, g_before_connect, g_at_service, g_during_import;
+/* What the next restores must end with: WM_E_BACKUP_CORRUPT, or WM_E_FILE_NOT_FOUND where there
+   is no backup at all. */
+static wm_hresult g_expect_hr = WM_E_BACKUP_CORRUPT;
 
 enum expect { ANY = 0, NO_CONNECT = 1, AT_SERVICE = 2, IN_IMPORT = 3 };
 
@@ -50,7 +53,7 @@ static void restore_expect_corrupt(const char *label, enum expect how) {
   }
   CHECK_HR(wm_backup_restorer_wait(g_r, WM_INFINITE), WM_S_OK);
   end = wms_last_end(&g_rec);
-  CHECK_HR(end.hr, WM_E_BACKUP_CORRUPT);
+  CHECK_HR(end.hr, g_expect_hr);
   wms_check_shape(&g_rec, WM_OPERATION_RESTORE, label);
   n = wms_snapshot(&g_rec, evs, 64);
   for (i = 0; i < n; i++) {
@@ -324,9 +327,11 @@ int main(void) {
   }
   file_case(bad, buf, 0, "empty file", NO_CONNECT);
   remove(bad);
+  g_expect_hr = WM_E_FILE_NOT_FOUND;
   restore_expect_corrupt("missing file", NO_CONNECT);
   REQUIRE_OK(wms_set_prop(g_r, WM_PROP_RESTORE_PATH, empty_dir));
   restore_expect_corrupt("directory without licenses.wmlb", NO_CONNECT);
+  g_expect_hr = WM_E_BACKUP_CORRUPT;
 
   printf("  %d damaged backups restored: %d ended before CONNECTING, %d at the service, %d during "
          "the import; %d case(s) failed\n",

@@ -1,7 +1,7 @@
 /* The rules of a restore: the newer copy wins (issued_at; a tie keeps the store's copy), expired
    licenses are skipped, a store that does not exist needs WM_RESTORE_INDIVIDUALIZE,
-   WM_RESTORE_VERIFY_ONLY changes nothing, and a missing, foreign or truncated backup ends with
-   WM_E_BACKUP_CORRUPT before the service is contacted, leaving the store as it was. */
+   WM_RESTORE_VERIFY_ONLY changes nothing, a missing backup ends with WM_E_FILE_NOT_FOUND and a
+   foreign or truncated one with WM_E_BACKUP_CORRUPT, both before the service is contacted, leaving the store as it was. */
 #include "restorer_util.h"
 
 static const uint8_t key_a[16] = {0xA0, 0x00, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7,
@@ -200,16 +200,16 @@ int main(void) {
     CHECK(full != NULL && wmr_write_file(trunc, full, 100) == 0);
     free(full);
 
-    /* A directory without licenses.wmlb. */
+    /* A directory without licenses.wmlb: no backup there (WM_E_FILE_NOT_FOUND, not "corrupt"). */
     CHECK_HR(wmr_set_str(r, WM_PROP_RESTORE_PATH, empty), WM_S_OK);
     CHECK_HR(wmr_run_restore(r, &rec, 0), WM_S_OK);
-    expect_failure_seq(&rec, WM_E_BACKUP_CORRUPT);
+    expect_failure_seq(&rec, WM_E_FILE_NOT_FOUND);
     CHECK_HR(wmr_run_restore(r, &rec, WM_RESTORE_INDIVIDUALIZE), WM_S_OK);
-    expect_failure_seq(&rec, WM_E_BACKUP_CORRUPT);
+    expect_failure_seq(&rec, WM_E_FILE_NOT_FOUND);
     /* A file path that does not exist. */
     CHECK_HR(wmr_set_str(r, WM_PROP_RESTORE_PATH, nofile), WM_S_OK);
     CHECK_HR(wmr_run_restore(r, &rec, 0), WM_S_OK);
-    expect_failure_seq(&rec, WM_E_BACKUP_CORRUPT);
+    expect_failure_seq(&rec, WM_E_FILE_NOT_FOUND);
     /* 1000 bytes of text. */
     CHECK_HR(wmr_set_str(r, WM_PROP_RESTORE_PATH, notbak), WM_S_OK);
     CHECK_HR(wmr_run_restore(r, &rec, 0), WM_S_OK);

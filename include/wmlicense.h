@@ -35,6 +35,10 @@
 #define WM_PROP_STORE_PATH "StorePath"
 /** Property: URL of the License Management Service; unset = the embedded local service. WM_TYPE_STRING. */
 #define WM_PROP_SERVICE_URL "ServiceUrl"
+/** Property: the data directory of this restorer's embedded License Management Service, its
+    per-user state and the default store; unset = $WMLICENSE_HOME or the platform default.
+    WM_TYPE_STRING. */
+#define WM_PROP_DATA_PATH "DataPath"
 
 
 /**
@@ -486,9 +490,9 @@ wm_hresult wm_backup_restorer_create(wm_status_callback callback, void *context,
 /**
  * Destroys a restorer: cancels a running operation, waits for its END, and after it returns the
  * callback is never called again for this restorer. Called from inside the restorer's own
- * callback it cannot wait: the callback gets no further events and the restorer is freed once
- * its operation has wound down; a destroy from another thread meanwhile waits for that. NULL or
- * an already destroyed handle does nothing.
+ * callback (or from a callback whose restorer the other restorer's callback is waiting for) it
+ * does not wait: the callback gets no further events and the operation winds down on its own.
+ * NULL or an already destroyed handle does nothing.
  */
 void wm_backup_restorer_destroy(struct wm_backup_restorer *restorer);
 

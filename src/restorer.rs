@@ -8,7 +8,7 @@ use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::Duration;
 use wmlicense_core::props::PropName;
-use wmlicense_core::restorer::{Operation, Restorer};
+use wmlicense_core::restorer::{BackupOptions, Operation, RestoreOptions, Restorer};
 use wmlicense_core::Error;
 
 /// A backup restorer (opaque): the Windows Media Format SDK's backup restorer object. Create
@@ -75,28 +75,16 @@ pub unsafe extern "C" fn wm_backup_restorer_create(
 
 /// Destroys a restorer: cancels a running operation, waits for its END, and after it returns the
 /// callback is never called again for this restorer. Called from inside the restorer's own
-/// callback it cannot wait: the callback gets no further events and the restorer is freed once
-/// its operation has wound down; a destroy from another thread meanwhile waits for that. NULL or
-/// an already destroyed handle does nothing.
+/// callback (or from a callback whose restorer the other restorer's callback is waiting for) it
+/// does not wait: the callback gets no further events and the operation winds down on its own.
+/// NULL or an already destroyed handle does nothing.
 #[no_mangle]
 pub extern "C" fn wm_backup_restorer_destroy(restorer: *mut wm_backup_restorer) {
     call_void(|| {
-        let Ok(r) = RESTORERS.get(restorer, "restorer") else {
-            return;
-        };
-        if r.destroy() {
+        if let Ok(r) = RESTORERS.get(restorer, "restorer") {
+            r.destroy();
             RESTORERS.remove(restorer);
-            return;
         }
-        // Destroyed from its own callback: the handle stays registered, answering WM_E_HANDLE
-        // to every call but a destroy (which waits), until the operation has wound down.
-        let token = restorer as usize;
-        let cleanup = move || {
-            r.wait_destroyed();
-            RESTORERS.remove(token as *const wm_backup_restorer);
-        };
-        // Should no worker be startable, the entry stays (a small leak) and the handle dead.
-        let _ = wmlicense_core::pool::submit(Box::new(cleanup));
     })
 }
 
@@ -121,7 +109,8 @@ pub unsafe extern "C" fn wm_backup_restorer_set_prop(
         check_type(prop, type_)?;
         // SAFETY: value is NULL or points to value_len readable bytes (the C contract).
         let bytes = unsafe { arg_bytes(value, value_len as usize, "value") }?;
-        r.with_props(|p| p.set_text_bytes(prop, bytes))?;
+        let text = prop_text(prop, bytes)?;
+        r.with_props(|p| p.set(prop, text))?;
         Ok(WM_S_OK)
     })
 }
@@ -263,7 +252,10 @@ pub unsafe extern "C" fn wm_backup_restorer_backup(
     flags: u32,
 ) -> wm_hresult {
     call("wm_backup_restorer_backup", || {
-        live_restorer(restorer)?.start(Operation::Backup, flags)?;
+        check_flags(flags, WM_BACKUP_OVERWRITE, "a backup")?;
+        live_restorer(restorer)?.backup(BackupOptions {
+            overwrite: flags & WM_BACKUP_OVERWRITE != 0,
+        })?;
         Ok(WM_S_OK)
     })
 }
@@ -284,7 +276,15 @@ pub unsafe extern "C" fn wm_backup_restorer_restore(
     flags: u32,
 ) -> wm_hresult {
     call("wm_backup_restorer_restore", || {
-        live_restorer(restorer)?.start(Operation::Restore, flags)?;
+        check_flags(
+            flags,
+            WM_RESTORE_INDIVIDUALIZE | WM_RESTORE_VERIFY_ONLY,
+            "a restore",
+        )?;
+        live_restorer(restorer)?.restore(RestoreOptions {
+            individualize: flags & WM_RESTORE_INDIVIDUALIZE != 0,
+            verify_only: flags & WM_RESTORE_VERIFY_ONLY != 0,
+        })?;
         Ok(WM_S_OK)
     })
 }
@@ -331,6 +331,16 @@ pub unsafe extern "C" fn wm_backup_restorer_wait(
     })
 }
 
+fn check_flags(flags: u32, allowed: u32, what: &str) -> FfiResult<()> {
+    if flags & !allowed != 0 {
+        return Err(Fail::invalid(format!(
+            "flags 0x{flags:x} have bits 0x{:x} that {what} does not take",
+            flags & !allowed
+        )));
+    }
+    Ok(())
+}
+
 fn cancel(r: *mut wm_backup_restorer, op: Operation) -> FfiResult {
     Ok(if live_restorer(r)?.cancel(op) {
         WM_S_OK
@@ -349,6 +359,20 @@ unsafe fn prop_name(name: *const c_char) -> FfiResult<PropName> {
         other => other,
     })?;
     Ok(PropName::parse(name)?)
+}
+
+/// A property value from C: UTF-8, one trailing NUL allowed (C callers often count it), no
+/// NUL inside.
+fn prop_text(prop: PropName, bytes: &[u8]) -> FfiResult<&str> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.contains(&0) {
+        return Err(Fail::invalid(format!(
+            "the {} value contains a NUL byte",
+            prop.as_str()
+        )));
+    }
+    std::str::from_utf8(bytes)
+        .map_err(|_| Fail::invalid(format!("the {} value is not valid UTF-8", prop.as_str())))
 }
 
 fn check_type(prop: PropName, type_: u32) -> FfiResult<()> {

@@ -14,8 +14,19 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn open_wal(path: &Path) -> Result<Connection> {
     match fsutil::create_private_file(path) {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::store(format!("cannot create {}", path.display()), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // SQLite would block forever reading a FIFO, say: only a regular file will do.
+            fsutil::open_regular_read(path).map_err(|e| {
+                Error::io(format!("cannot open {}", path.display()), &e, Error::Store)
+            })?;
+        }
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot create {}", path.display()),
+                &e,
+                Error::Store,
+            ))
+        }
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE

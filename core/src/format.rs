@@ -286,6 +286,9 @@ pub struct BackupReader<R: Read> {
     count: u64,
     expected: u64,
     ciphertext: Vec<u8>,
+    /// Asked before each chunk: `true` stops the reader with `Error::Canceled`, so that a
+    /// backup of many empty chunks cannot hold a cancel up.
+    interrupt: Option<Box<dyn Fn() -> bool + Send>>,
 }
 
 impl<R: Read> BackupReader<R> {
@@ -303,7 +306,15 @@ impl<R: Read> BackupReader<R> {
             count: 0,
             expected: header.license_count,
             ciphertext: Vec::new(),
+            interrupt: None,
         }
+    }
+
+    /// Makes the reader ask `interrupt` before each chunk and stop with `Error::Canceled` when
+    /// it says so.
+    pub fn with_interrupt(mut self, interrupt: Box<dyn Fn() -> bool + Send>) -> Self {
+        self.interrupt = Some(interrupt);
+        self
     }
 
     pub fn next_license(&mut self) -> Result<Option<License>> {
@@ -331,6 +342,9 @@ impl<R: Read> BackupReader<R> {
                     Ok(_) => Err(Error::corrupt("data follows the last chunk")),
                     Err(e) => Err(Error::BackupRestore(format!("cannot read the backup: {e}"))),
                 };
+            }
+            if self.interrupt.as_ref().is_some_and(|stop| stop()) {
+                return Err(Error::Canceled);
             }
             self.read_chunk()?;
         }

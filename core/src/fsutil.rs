@@ -6,15 +6,111 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Flushes a directory entry change (create, rename) to disk. A no-op where directories cannot
-/// be opened (Windows).
+/// be opened (Windows) and on file systems that do not sync directories (EINVAL, ENOTSUP); any
+/// other failure is reported: the change may not survive a power loss.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
-        File::open(dir)?.sync_all()?;
+        match File::open(dir)?.sync_all() {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOTSUP)) => {}
+            other => other?,
+        }
     }
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+/// Opens `path` with `options` only if it is a regular file (or, with `create`, a new one). A
+/// FIFO, a device or a socket is refused with `InvalidInput` instead of blocking the caller
+/// forever in open() or read(); a symbolic link to a regular file is followed.
+pub fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: opening a FIFO does not wait for its other end.
+        options.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor this function owns; reads and clears a status flag.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
+    }
+    Ok(file)
+}
+
+/// Opens an existing regular file for reading (see [`open_regular`]).
+pub fn open_regular_read(path: &Path) -> io::Result<File> {
+    open_regular(path, OpenOptions::new().read(true))
+}
+
+/// An advisory, exclusive lock on a file or a directory (flock), held until dropped. Other
+/// processes see it; a process that dies releases it. On platforms without flock it is a no-op
+/// that always succeeds.
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Locks `file` without waiting; `Ok(None)` when another holder has it.
+    pub fn try_lock(file: File) -> io::Result<Option<FileLock>> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = io::Error::last_os_error();
+                return if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                };
+            }
+        }
+        Ok(Some(FileLock { _file: file }))
+    }
+
+    /// Locks `file`, waiting for another holder; `cancelled` is asked every few milliseconds
+    /// and ends the wait with `Interrupted`.
+    pub fn lock(mut file: File, cancelled: &dyn Fn() -> bool) -> io::Result<FileLock> {
+        loop {
+            match FileLock::try_lock(file.try_clone()?)? {
+                Some(lock) => {
+                    drop(file);
+                    return Ok(lock);
+                }
+                None if cancelled() => {
+                    return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"))
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+            file = file.try_clone()?;
+        }
+    }
+
+    /// Locks the directory `dir` itself (it must exist), waiting as [`FileLock::lock`] does.
+    pub fn lock_dir(dir: &Path, cancelled: &dyn Fn() -> bool) -> io::Result<FileLock> {
+        FileLock::lock(File::open(dir)?, cancelled)
+    }
+
+    /// Tries to lock the directory `dir` itself without waiting.
+    pub fn try_lock_dir(dir: &Path) -> io::Result<Option<FileLock>> {
+        FileLock::try_lock(File::open(dir)?)
+    }
 }
 
 /// Creates a directory (and its parents) readable only by the owner where the platform has modes.
@@ -105,9 +201,12 @@ fn copy_no_replace(src: &Path, dst: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Reads a small file created by [`write_new_file_atomically`].
+/// Reads a small file created by [`write_new_file_atomically`]; anything but a regular file is
+/// refused (see [`open_regular`]).
 pub fn read_small_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let meta = fs::metadata(path)?;
+    use std::io::Read;
+    let file = open_regular_read(path)?;
+    let meta = file.metadata()?;
     if meta.len() > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -118,5 +217,7 @@ pub fn read_small_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
             ),
         ));
     }
-    fs::read(path)
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }

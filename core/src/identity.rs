@@ -33,18 +33,30 @@ fn canonical_place(dir: &Path) -> OsString {
 /// This user's restore seed (32 random bytes in `<data dir>/restore.seed`, mode 0600), made on
 /// first use.
 pub fn restore_seed(data_dir: &Path) -> Result<[u8; 32]> {
+    if let Some(seed) = read_restore_seed(data_dir)? {
+        return Ok(seed);
+    }
     let path = data_dir.join("restore.seed");
-    if !path.exists() {
-        fsutil::create_private_dir_all(data_dir)
-            .map_err(|e| Error::store(format!("cannot create {}", data_dir.display()), e))?;
-        let seed: [u8; 32] = crypto::random_array()?;
-        fsutil::write_new_file_atomically(&path, &seed)
-            .map_err(|e| Error::store(format!("cannot create {}", path.display()), e))?;
+    fsutil::create_private_dir_all(data_dir)
+        .map_err(|e| Error::store(format!("cannot create {}", data_dir.display()), e))?;
+    let seed: [u8; 32] = crypto::random_array()?;
+    // Another process may have made it meanwhile: whichever was first is everyone's.
+    fsutil::write_new_file_atomically(&path, &seed)
+        .map_err(|e| Error::store(format!("cannot create {}", path.display()), e))?;
+    read_restore_seed(data_dir)?.ok_or_else(|| Error::Store(format!("{} vanished", path.display())))
+}
+
+/// This user's restore seed if it was made already; never creates it.
+pub fn read_restore_seed(data_dir: &Path) -> Result<Option<[u8; 32]>> {
+    let path = data_dir.join("restore.seed");
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
     }
     let bytes = fsutil::read_small_file(&path, 64)
         .map_err(|e| Error::store(format!("cannot read {}", path.display()), e))?;
     bytes
         .try_into()
+        .map(Some)
         .map_err(|_| Error::Store(format!("{} is malformed", path.display())))
 }
 

@@ -22,11 +22,6 @@ pub fn default_store_dir() -> Result<PathBuf> {
     default_data_dir()
 }
 
-/// The embedded License Management Service's key and ledger.
-pub fn default_service_dir() -> Result<PathBuf> {
-    Ok(default_data_dir()?.join("service"))
-}
-
 fn env_dir(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
         .filter(|v| !v.is_empty())

@@ -2,57 +2,83 @@
 //! the machine (`WMLICENSE_WORKERS` overrides); a thousand restorers never mean a thousand
 //! threads.
 //!
-//! A callback runs on a worker and may block in `wm_backup_restorer_wait` or `_destroy` of
-//! another restorer whose job is still queued. Such a wait goes through [`blocking`], which
-//! lends the pool one extra thread for as long as it lasts, so the queued job can still run.
+//! - Workers block on their queues (no polling): an idle process has no wake-ups.
+//! - A [`Task`] may be queued twice, on the normal queue and on the express queue: whichever
+//!   worker takes it first runs it, once. A cancelled operation still waiting for a worker is
+//!   expedited, so its END comes at once instead of after the operations ahead of it. One
+//!   express worker serves only that queue; the others prefer it to the normal queue.
+//! - A callback runs on a worker and may block in a wait for another restorer whose task is
+//!   still queued. Such a wait goes through [`blocking`], which lends the pool one extra thread
+//!   for as long as it lasts, so the queued task can still run.
+//! - After fork() the child has none of its parent's threads and possibly a half-used queue:
+//!   the pool is rebuilt, with fresh queues, the first time the child uses it.
 
 use crate::error::{Error, Result};
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
-use once_cell::sync::Lazy;
+use crate::sync::lock;
+use crossbeam_channel::{select_biased, unbounded, Receiver, Sender};
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub type Job = Box<dyn FnOnce() + Send + 'static>;
+/// The body of a task; it may hand back a follow-up task that the same worker runs next.
+pub type TaskBody = Box<dyn FnOnce() -> Option<Arc<Task>> + Send + 'static>;
 
-struct Threads {
-    /// The process the threads were started in: a child created by fork() has none of its
-    /// parent's threads and starts its own.
+/// A unit of work that runs at most once, whichever queue delivers it first.
+pub struct Task {
+    body: Mutex<Option<TaskBody>>,
+}
+
+impl Task {
+    pub fn new(body: impl FnOnce() -> Option<Arc<Task>> + Send + 'static) -> Arc<Task> {
+        Arc::new(Task {
+            body: Mutex::new(Some(Box::new(body))),
+        })
+    }
+
+    /// Runs the task (unless it ran already) and then each follow-up it hands back, on this
+    /// thread. A loop, not recursion: a chain of any length uses constant stack.
+    pub fn run(self: Arc<Self>) {
+        let mut next = Some(self);
+        while let Some(task) = next.take() {
+            let body = lock(&task.body).take();
+            if let Some(body) = body {
+                // A body catches its own panics; this keeps the worker alive if one slips out.
+                next = catch_unwind(AssertUnwindSafe(body)).unwrap_or(None);
+            }
+        }
+    }
+
+    /// Whether the task has been taken by a worker (or was run inline).
+    pub fn started(&self) -> bool {
+        lock(&self.body).is_none()
+    }
+}
+
+/// How long an extra thread (lent during a blocking wait) idles before it leaves.
+const EXTRA_IDLE: Duration = Duration::from_millis(500);
+
+struct Queues {
+    normal: (Sender<Arc<Task>>, Receiver<Arc<Task>>),
+    express: (Sender<Arc<Task>>, Receiver<Arc<Task>>),
+}
+
+struct PoolState {
+    /// The process the threads were started in.
     pid: u32,
-    /// Worker threads running.
+    queues: Arc<Queues>,
+    /// General workers running (the express worker is not counted).
     running: usize,
     /// Workers blocked in a wait that lent the pool an extra thread.
     blocked: usize,
+    express_started: bool,
 }
 
-struct Pool {
-    sender: Sender<Job>,
-    receiver: Receiver<Job>,
-    size: usize,
-    threads: Mutex<Threads>,
-}
-
-static POOL: Lazy<Pool> = Lazy::new(|| {
-    let (sender, receiver) = unbounded();
-    Pool {
-        sender,
-        receiver,
-        size: configured_size(),
-        threads: Mutex::new(Threads {
-            pid: std::process::id(),
-            running: 0,
-            blocked: 0,
-        }),
-    }
-});
+static POOL: Mutex<Option<PoolState>> = Mutex::new(None);
 
 thread_local! {
     static IS_WORKER: Cell<bool> = const { Cell::new(false) };
 }
-
-/// How long an extra thread idles before it leaves.
-const EXTRA_IDLE: Duration = Duration::from_millis(500);
 
 fn configured_size() -> usize {
     if let Some(n) = std::env::var("WMLICENSE_WORKERS")
@@ -68,87 +94,213 @@ fn configured_size() -> usize {
         .clamp(2, 16)
 }
 
-/// Number of worker threads the pool runs.
+/// Number of general worker threads the pool keeps (read once per process).
 pub fn size() -> usize {
-    POOL.size
+    static SIZE: once_cell::sync::OnceCell<usize> = once_cell::sync::OnceCell::new();
+    *SIZE.get_or_init(configured_size)
 }
 
-fn threads() -> MutexGuard<'static, Threads> {
-    let mut t = crate::sync::lock(&POOL.threads);
+/// The pool of this process, rebuilt after a fork.
+fn state() -> std::sync::MutexGuard<'static, Option<PoolState>> {
+    let mut guard = lock(&POOL);
     let pid = std::process::id();
-    if t.pid != pid {
-        *t = Threads {
+    if guard.as_ref().is_none_or(|s| s.pid != pid) {
+        // The parent's queues may hold its tasks and the state of its threads: the child must
+        // not touch them (dropping could run their destructors), so they are left alone.
+        if let Some(old) = guard.take() {
+            std::mem::forget(old);
+        }
+        *guard = Some(PoolState {
             pid,
+            queues: Arc::new(Queues {
+                normal: unbounded(),
+                express: unbounded(),
+            }),
             running: 0,
             blocked: 0,
-        };
+            express_started: false,
+        });
     }
-    t
+    guard
 }
 
-/// Starts worker threads until the pool has its size plus one per blocked worker.
-fn fill(t: &mut Threads) -> Result<()> {
-    while t.running < POOL.size + t.blocked {
-        let rx = POOL.receiver.clone();
-        std::thread::Builder::new()
-            .name(format!("wmlicense-worker-{}", t.running))
-            .spawn(move || worker(rx))
-            .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
-        t.running += 1;
+fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            IS_WORKER.with(|w| w.set(true));
+            body()
+        })
+        .map(drop)
+        .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))
+}
+
+/// Starts threads until the pool has its size plus one per blocked worker, and the express
+/// worker. Succeeds when at least one general worker runs, even if more could not be started.
+fn fill(s: &mut PoolState) -> Result<()> {
+    let mut failure = None;
+    while s.running < size() + s.blocked {
+        let queues = s.queues.clone();
+        let extra = s.running >= size();
+        match spawn(format!("wmlicense-worker-{}", s.running), move || {
+            worker(&queues, extra)
+        }) {
+            Ok(()) => s.running += 1,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
     }
-    Ok(())
+    if !s.express_started {
+        let queues = s.queues.clone();
+        if spawn("wmlicense-express".into(), move || express_worker(&queues)).is_ok() {
+            s.express_started = true;
+        }
+    }
+    match failure {
+        Some(e) if s.running == 0 => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Starts the worker threads if they are not running yet (restorers call it when created).
 pub fn start() -> Result<()> {
-    fill(&mut threads())
+    let mut guard = state();
+    fill(guard.as_mut().expect("state() always fills the pool"))
 }
 
-/// Queues `job` to run on a worker thread.
-pub fn submit(job: Job) -> Result<()> {
-    start()?;
-    POOL.sender
-        .send(job)
+/// Queues `task` to run on a worker thread.
+pub fn submit(task: Arc<Task>) -> Result<()> {
+    let mut guard = state();
+    let s = guard.as_mut().expect("state() always fills the pool");
+    fill(s)?;
+    s.queues
+        .normal
+        .0
+        .send(task)
         .map_err(|_| Error::Internal("the worker pool is gone".into()))
 }
 
-/// Runs `wait`, which may block until another job ran. On a worker thread the pool gets an
-/// extra thread meanwhile, so a full pool of blocked callbacks cannot starve the job they
+/// Runs a queued `task` ahead of everything else (a cancelled operation whose END should come
+/// now). Does nothing to a task that has started.
+pub fn expedite(task: &Arc<Task>) {
+    if task.started() {
+        return;
+    }
+    let mut guard = state();
+    let s = guard.as_mut().expect("state() always fills the pool");
+    // Without an express worker, a general one still prefers the express queue.
+    let _ = fill(s);
+    let _ = s.queues.express.0.send(task.clone());
+}
+
+/// Runs `wait`, which may block until another task ran. On a worker thread the pool gets an
+/// extra thread meanwhile, so a full pool of blocked callbacks cannot starve the task they
 /// wait for.
 pub fn blocking<R>(wait: impl FnOnce() -> R) -> R {
     if !IS_WORKER.with(|w| w.get()) {
         return wait();
     }
     {
-        let mut t = threads();
-        t.blocked += 1;
+        let mut guard = state();
+        let s = guard.as_mut().expect("state() always fills the pool");
+        s.blocked += 1;
         // Without the extra thread the wait may still succeed; failing to start one is no error.
-        let _ = fill(&mut t);
+        let _ = fill(s);
     }
     struct Unblock;
     impl Drop for Unblock {
         fn drop(&mut self) {
-            threads().blocked -= 1;
+            if let Some(s) = state().as_mut() {
+                s.blocked = s.blocked.saturating_sub(1);
+            }
         }
     }
     let _unblock = Unblock;
     wait()
 }
 
-fn worker(rx: Receiver<Job>) {
-    IS_WORKER.with(|w| w.set(true));
+/// A general worker: express tasks first, then normal ones. An extra worker leaves after
+/// idling once the pool no longer needs it.
+fn worker(q: &Queues, extra: bool) {
     loop {
-        match rx.recv_timeout(EXTRA_IDLE) {
-            // A job catches its own panics; this keeps the thread alive if one slips through.
-            Ok(job) => drop(catch_unwind(AssertUnwindSafe(job))),
-            Err(RecvTimeoutError::Timeout) => {
-                let mut t = threads();
-                if t.running > POOL.size + t.blocked {
-                    t.running -= 1;
-                    return;
+        if let Ok(task) = q.express.1.try_recv() {
+            task.run();
+            continue;
+        }
+        let task = if extra {
+            select_biased! {
+                recv(q.express.1) -> t => t.ok(),
+                recv(q.normal.1) -> t => t.ok(),
+                default(EXTRA_IDLE) => {
+                    let mut guard = state();
+                    if let Some(s) = guard.as_mut() {
+                        if s.running > size() + s.blocked {
+                            s.running -= 1;
+                            return;
+                        }
+                    }
+                    continue;
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+        } else {
+            select_biased! {
+                recv(q.express.1) -> t => t.ok(),
+                recv(q.normal.1) -> t => t.ok(),
+            }
+        };
+        match task {
+            Some(task) => task.run(),
+            None => return,
         }
+    }
+}
+
+/// The express worker: only expedited tasks (cancelled operations that never started), so their
+/// END never waits behind running operations.
+fn express_worker(q: &Queues) {
+    while let Ok(task) = q.express.1.recv() {
+        task.run();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_task_runs_once_even_when_queued_twice() {
+        let (tx, rx) = mpsc::channel();
+        let task = Task::new(move || {
+            tx.send(()).unwrap();
+            None
+        });
+        submit(task.clone()).unwrap();
+        expedite(&task);
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        assert!(task.started());
+    }
+
+    #[test]
+    fn follow_up_tasks_run_in_order_on_one_thread() {
+        let (tx, rx) = mpsc::channel();
+        let mut next: Option<Arc<Task>> = None;
+        for i in (0..10_000u32).rev() {
+            let tx = tx.clone();
+            let after = next.take();
+            next = Some(Task::new(move || {
+                tx.send((i, std::thread::current().id())).unwrap();
+                after
+            }));
+        }
+        submit(next.unwrap()).unwrap();
+        let got: Vec<_> = (0..10_000)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        assert!(got.iter().enumerate().all(|(i, (n, _))| *n == i as u32));
+        assert!(got.iter().all(|(_, t)| *t == got[0].1));
     }
 }

@@ -9,17 +9,19 @@ pub enum PropName {
     RestorePath,
     StorePath,
     ServiceUrl,
+    DataPath,
 }
 
 /// Longest value accepted, in bytes.
 pub const VALUE_MAX: usize = 4096;
 
 impl PropName {
-    pub const ALL: [PropName; 4] = [
+    pub const ALL: [PropName; 5] = [
         PropName::BackupPath,
         PropName::RestorePath,
         PropName::StorePath,
         PropName::ServiceUrl,
+        PropName::DataPath,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -28,6 +30,7 @@ impl PropName {
             PropName::RestorePath => "RestorePath",
             PropName::StorePath => "StorePath",
             PropName::ServiceUrl => "ServiceUrl",
+            PropName::DataPath => "DataPath",
         }
     }
 
@@ -37,7 +40,7 @@ impl PropName {
             .find(|p| p.as_str().eq_ignore_ascii_case(name))
             .ok_or_else(|| {
                 Error::InvalidProperty(format!(
-                    "unknown property '{name}' (known: BackupPath, RestorePath, StorePath, ServiceUrl)"
+                    "unknown property '{name}' (known: BackupPath, RestorePath, StorePath, ServiceUrl, DataPath)"
                 ))
             })
     }
@@ -54,6 +57,12 @@ impl Props {
         if value.is_empty() {
             return Err(Error::InvalidArg(format!(
                 "{} must not be empty",
+                name.as_str()
+            )));
+        }
+        if value.contains('\0') {
+            return Err(Error::InvalidArg(format!(
+                "the {} value contains a NUL character",
                 name.as_str()
             )));
         }
@@ -76,22 +85,6 @@ impl Props {
             None => self.entries.push((name, value.to_owned())),
         }
         Ok(())
-    }
-
-    /// Sets a property from the bytes of a text value: UTF-8, one trailing NUL allowed (C
-    /// callers often count it), no NUL inside.
-    pub fn set_text_bytes(&mut self, name: PropName, bytes: &[u8]) -> Result<()> {
-        let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
-        if bytes.contains(&0) {
-            return Err(Error::InvalidArg(format!(
-                "the {} value contains a NUL byte",
-                name.as_str()
-            )));
-        }
-        let text = std::str::from_utf8(bytes).map_err(|_| {
-            Error::InvalidArg(format!("the {} value is not valid UTF-8", name.as_str()))
-        })?;
-        self.set(name, text)
     }
 
     pub fn get(&self, name: PropName) -> Option<&str> {

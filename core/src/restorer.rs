@@ -1,22 +1,31 @@
 //! The backup restorer: properties, one operation at a time on the worker pool, and the
-//! delivery guarantees of its events (in order, never concurrent, exactly one END and last,
-//! nothing after destroy returns).
+//! delivery guarantees of its events.
+//!
+//! All of a restorer's state is in one [`State`] behind one mutex:
+//! - events are delivered only by the worker running the operation, one at a time, in order;
+//! - END is the last event: the restorer is idle while it is delivered, and an operation started
+//!   then (from the callback or from any other thread) is held in `next` and runs on the same
+//!   worker once END's callback has returned, so its BEGIN always follows that return;
+//! - a cancelled operation that still waits for a worker is expedited (see [`crate::pool`]): its
+//!   BEGIN and END come at once and it touches nothing;
+//! - destroy cancels, waits for the last END to return and closes the restorer: no callback
+//!   starts after it returned. From inside a callback it cannot always wait (its own operation,
+//!   or a callback waiting for the caller's restorer): then it closes without waiting, and the
+//!   operation winds down on its own. Waits between callbacks that would form a cycle are
+//!   refused (see [`WaitGraph`]) instead of deadlocking.
 
-use crate::engine::{self, BackupJob, Cancel, Counters, Event, Reporter, RestoreJob};
+use crate::engine::{self, BackupJob, Cancel, Counters, Event, Places, Reporter, RestoreJob};
 use crate::error::{Error, Result};
-use crate::pool;
+use crate::pool::{self, Task};
 use crate::props::{PropName, Props};
 use crate::sync::lock;
+use once_cell::sync::Lazy;
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-pub const BACKUP_OVERWRITE: u32 = 0x1;
-pub const RESTORE_INDIVIDUALIZE: u32 = 0x2;
-pub const RESTORE_VERIFY_ONLY: u32 = 0x100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
@@ -25,12 +34,28 @@ pub enum Operation {
 }
 
 impl Operation {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Operation::Backup => "backup",
             Operation::Restore => "restore",
         }
     }
+}
+
+/// How a backup runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackupOptions {
+    /// Replace a backup that is at BackupPath already.
+    pub overwrite: bool,
+}
+
+/// How a restore runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Create the store if it does not exist yet (it gets a new device identity).
+    pub individualize: bool,
+    /// Do every check of a restore, service grant included, and change nothing.
+    pub verify_only: bool,
 }
 
 /// One event as the restorer's sink receives it.
@@ -44,25 +69,32 @@ pub enum Notice<'a> {
 /// Receives every event of one restorer, on a worker thread, one at a time.
 pub type Sink = Box<dyn Fn(Operation, &Notice<'_>, &Counters) + Send + Sync>;
 
+/// The operation a restorer has started and not yet ended.
+struct Running {
+    op: Operation,
+    cancel: Cancel,
+    task: Arc<Task>,
+    /// Held in `State::next` (started during END): runs after END returns, never expedited.
+    held: bool,
+}
+
 struct State {
-    /// The operation that runs now and its cancel flag; `None` once END is being delivered.
-    running: Option<(Operation, Cancel)>,
+    running: Option<Running>,
     /// Operations started whose END has not returned from the callback yet.
     in_flight: usize,
-    destroying: bool,
-    /// An operation started from inside the END callback: queued once that callback returns,
-    /// so that no worker sits blocked on the delivery lock meanwhile.
-    pending: Option<pool::Job>,
+    /// END is being delivered: an operation started now is held in `next`.
+    ending: bool,
+    next: Option<Arc<Task>>,
+    /// Destroy was called: no operation starts any more.
+    destroyed: bool,
+    /// No event is delivered any more.
+    closed: bool,
 }
 
 struct Shared {
     props: Mutex<Props>,
     state: Mutex<State>,
-    idle: Condvar,
-    /// Serializes callback invocations of this restorer.
-    delivery: Mutex<()>,
-    /// Set by destroy: no event is delivered any more.
-    closed: AtomicBool,
+    changed: Condvar,
     sink: Sink,
 }
 
@@ -81,13 +113,80 @@ impl Shared {
     }
 
     fn deliver(&self, op: Operation, notice: &Notice<'_>, counters: &Counters) {
-        let _turn = lock(&self.delivery);
-        if self.closed.load(Ordering::Acquire) {
+        if lock(&self.state).closed {
             return;
         }
         let previous = DELIVERING.with(|d| d.replace(self.address()));
         let _ = catch_unwind(AssertUnwindSafe(|| (self.sink)(op, notice, counters)));
         DELIVERING.with(|d| d.set(previous));
+    }
+
+    /// Blocks until no operation is in flight or the timeout passes; true when idle.
+    fn wait_idle(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = lock(&self.state);
+        while st.in_flight > 0 {
+            st = match deadline {
+                None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    self.changed
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        true
+    }
+
+    /// Waits for idle from any thread: from inside another restorer's callback, only when the
+    /// wait cannot close a cycle of callbacks waiting for each other (`None` then).
+    fn wait_from_anywhere(&self, timeout: Option<Duration>) -> Option<bool> {
+        let waiter = DELIVERING.with(|d| d.get());
+        let _edge = if waiter != 0 {
+            Some(WaitGraph::enter(waiter, self.address())?)
+        } else {
+            None
+        };
+        Some(pool::blocking(|| self.wait_idle(timeout)))
+    }
+}
+
+/// Which restorer's callback waits for which restorer. Callbacks of two restorers that wait for
+/// each other (directly or around a longer cycle) would wait forever: the wait that would close
+/// the cycle is refused.
+struct WaitGraph;
+
+static WAITS: Lazy<Mutex<HashMap<usize, usize>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+
+/// An edge of the wait graph, removed when the wait ends.
+struct WaitEdge(usize);
+
+impl WaitGraph {
+    fn enter(waiter: usize, target: usize) -> Option<WaitEdge> {
+        let mut waits = lock(&WAITS);
+        let mut at = target;
+        loop {
+            if at == waiter {
+                return None;
+            }
+            match waits.get(&at) {
+                Some(next) => at = *next,
+                None => break,
+            }
+        }
+        waits.insert(waiter, target);
+        Some(WaitEdge(waiter))
+    }
+}
+
+impl Drop for WaitEdge {
+    fn drop(&mut self) {
+        lock(&WAITS).remove(&self.0);
     }
 }
 
@@ -123,12 +222,12 @@ impl Restorer {
                 state: Mutex::new(State {
                     running: None,
                     in_flight: 0,
-                    destroying: false,
-                    pending: None,
+                    ending: false,
+                    next: None,
+                    destroyed: false,
+                    closed: false,
                 }),
-                idle: Condvar::new(),
-                delivery: Mutex::new(()),
-                closed: AtomicBool::new(false),
+                changed: Condvar::new(),
                 sink,
             }),
         }
@@ -139,85 +238,90 @@ impl Restorer {
         f(&mut lock(&self.shared.props))
     }
 
-    /// Starts a backup or restore on the worker pool. Only bad flags, a missing path property,
-    /// an existing backup without WM_BACKUP_OVERWRITE and a running operation fail here;
-    /// everything else is reported by END.
-    pub fn start(&self, op: Operation, flags: u32) -> Result<()> {
-        let allowed = match op {
-            Operation::Backup => BACKUP_OVERWRITE,
-            Operation::Restore => RESTORE_INDIVIDUALIZE | RESTORE_VERIFY_ONLY,
-        };
-        if flags & !allowed != 0 {
-            return Err(Error::InvalidArg(format!(
-                "flags 0x{flags:x} have bits 0x{:x} that a {} does not take",
-                flags & !allowed,
-                op.name()
-            )));
-        }
-        let props = lock(&self.shared.props).clone();
-        let path_prop = match op {
-            Operation::Backup => PropName::BackupPath,
-            Operation::Restore => PropName::RestorePath,
-        };
-        let path =
-            PathBuf::from(props.get(path_prop).ok_or_else(|| {
-                Error::InvalidProperty(format!("{} is not set", path_prop.as_str()))
-            })?);
-        // The default store is resolved by the job: a problem with it is reported in END.
-        let store_dir = props.get(PropName::StorePath).map(PathBuf::from);
-        let service_url = props.get(PropName::ServiceUrl).map(str::to_owned);
-        let job = match op {
-            Operation::Backup => Job::Backup(BackupJob {
-                store_dir,
-                backup_dir: path,
-                overwrite: flags & BACKUP_OVERWRITE != 0,
-                service_url,
-            }),
-            Operation::Restore => Job::Restore(RestoreJob {
-                store_dir,
-                restore_path: path,
-                individualize: flags & RESTORE_INDIVIDUALIZE != 0,
-                verify_only: flags & RESTORE_VERIFY_ONLY != 0,
-                service_url,
-            }),
-        };
-
-        let cancel = Cancel::new();
-        {
-            let mut st = lock(&self.shared.state);
-            if st.destroying {
-                return Err(Error::Closed("the restorer is being destroyed".into()));
-            }
-            if let Some((running, _)) = &st.running {
-                return Err(Error::Busy(format!(
-                    "a {} is already running on this restorer",
-                    running.name()
-                )));
-            }
-            if let Job::Backup(b) = &job {
-                b.refuse_existing_backup()?;
-            }
-            st.running = Some((op, cancel.clone()));
-            st.in_flight += 1;
-            let shared = self.shared.clone();
-            let body: pool::Job = Box::new(move || run(shared, op, job, cancel));
-            if self.shared.in_own_callback() {
-                // Started from END: it begins once the callback has returned.
-                st.pending = Some(body);
-                return Ok(());
-            }
-            drop(st);
-            self.submit(body)
+    fn places(props: &Props) -> Places {
+        Places {
+            store_dir: props.get(PropName::StorePath).map(PathBuf::from),
+            data_dir: props.get(PropName::DataPath).map(PathBuf::from),
+            service_url: props.get(PropName::ServiceUrl).map(str::to_owned),
         }
     }
 
-    fn submit(&self, body: pool::Job) -> Result<()> {
-        let submitted = pool::submit(body);
-        if let Err(e) = submitted {
+    fn required_path(props: &Props, name: PropName) -> Result<PathBuf> {
+        props
+            .get(name)
+            .map(PathBuf::from)
+            .ok_or_else(|| Error::InvalidProperty(format!("{} is not set", name.as_str())))
+    }
+
+    /// Starts backing up the store into BackupPath. Only an unset BackupPath, an existing
+    /// backup without `overwrite` and a running operation fail here; everything else is
+    /// reported by END.
+    pub fn backup(&self, options: BackupOptions) -> Result<()> {
+        let props = lock(&self.shared.props).clone();
+        let job = BackupJob {
+            places: Self::places(&props),
+            backup_dir: Self::required_path(&props, PropName::BackupPath)?,
+            overwrite: options.overwrite,
+        };
+        self.start(Operation::Backup, Job::Backup(job))
+    }
+
+    /// Starts restoring the backup at RestorePath. Only an unset RestorePath and a running
+    /// operation fail here; everything else is reported by END.
+    pub fn restore(&self, options: RestoreOptions) -> Result<()> {
+        let props = lock(&self.shared.props).clone();
+        let job = RestoreJob {
+            places: Self::places(&props),
+            restore_path: Self::required_path(&props, PropName::RestorePath)?,
+            individualize: options.individualize,
+            verify_only: options.verify_only,
+        };
+        self.start(Operation::Restore, Job::Restore(job))
+    }
+
+    fn start(&self, op: Operation, job: Job) -> Result<()> {
+        let mut st = lock(&self.shared.state);
+        if st.destroyed {
+            return Err(Error::Closed("the restorer is being destroyed".into()));
+        }
+        if let Some(running) = &st.running {
+            return Err(Error::Busy(format!(
+                "a {} is already running on this restorer",
+                running.op.name()
+            )));
+        }
+        if let Job::Backup(b) = &job {
+            b.refuse_existing_backup()?;
+        }
+        let cancel = Cancel::new();
+        let task = {
+            let shared = self.shared.clone();
+            let cancel = cancel.clone();
+            Task::new(move || run(shared, op, job, cancel))
+        };
+        let held = st.ending;
+        st.running = Some(Running {
+            op,
+            cancel,
+            task: task.clone(),
+            held,
+        });
+        st.in_flight += 1;
+        if held {
+            // END is being delivered: this operation runs once its callback has returned.
+            st.next = Some(task);
+            return Ok(());
+        }
+        drop(st);
+        if let Err(e) = pool::submit(task.clone()) {
+            if task.started() {
+                // Cancelled and expedited meanwhile: it ran, END included.
+                return Ok(());
+            }
             let mut st = lock(&self.shared.state);
             st.running = None;
             st.in_flight -= 1;
-            self.shared.idle.notify_all();
+            self.shared.changed.notify_all();
             return Err(e);
         }
         Ok(())
@@ -225,17 +329,22 @@ impl Restorer {
 
     /// Asks the running `op` to stop; `false` when no such operation runs.
     pub fn cancel(&self, op: Operation) -> bool {
-        let cancel = match &lock(&self.shared.state).running {
-            Some((running, cancel)) if *running == op => cancel.clone(),
+        let (cancel, task) = match &lock(&self.shared.state).running {
+            Some(r) if r.op == op => (r.cancel.clone(), (!r.held).then(|| r.task.clone())),
             _ => return false,
         };
         // Outside the state lock: interrupting SQLite may wait for the statement it stops.
         cancel.cancel();
+        if let Some(task) = task {
+            pool::expedite(&task);
+        }
         true
     }
 
     /// Waits until no operation is in flight (its END delivered and returned). `None` waits
-    /// forever. Returns whether the restorer is idle.
+    /// forever. Returns whether the restorer is idle. From inside the restorer's own callback
+    /// while an operation runs, or where the wait would close a cycle of callbacks waiting for
+    /// each other, it is `Busy` instead of a deadlock.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         if self.shared.in_own_callback() {
             // While END is delivered the restorer is idle, unless the callback started the next
@@ -245,74 +354,57 @@ impl Restorer {
                 return Ok(true);
             }
             return Err(Error::Busy(
-                "wm_backup_restorer_wait was called from the restorer's own callback while an operation runs; it would wait for itself".into(),
+                "the restorer's own callback waited for its running operation; it would wait for itself"
+                    .into(),
             ));
         }
-        Ok(pool::blocking(|| self.wait_idle(timeout)))
-    }
-
-    /// Blocks until no operation is in flight or the timeout passes; true when idle.
-    fn wait_idle(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = lock(&self.shared.state);
-        while st.in_flight > 0 {
-            match deadline {
-                None => st = self.shared.idle.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    st = self
-                        .shared
-                        .idle
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-        true
+        self.shared.wait_from_anywhere(timeout).ok_or_else(|| {
+            Error::Busy(
+                "this callback's restorer is waited for by the callback of the restorer it waits for; the wait would never end"
+                    .into(),
+            )
+        })
     }
 
     /// True once destroy was called: the restorer takes no more calls.
     pub fn is_destroyed(&self) -> bool {
-        lock(&self.shared.state).destroying
+        lock(&self.shared.state).destroyed
     }
 
-    /// Cancels a running operation and waits for its END; afterwards the sink is never called
-    /// again. From inside the restorer's own callback it cannot wait: it cancels, silences the
-    /// sink, and the operation winds down after the callback returns; it then returns `false`
-    /// (use [`Restorer::wait_destroyed`] to know when it has).
+    /// Cancels a running operation, waits for its END and closes the restorer: afterwards the
+    /// sink is never called again. From inside the restorer's own callback, or where waiting
+    /// would close a cycle of callbacks waiting for each other, it closes without waiting and
+    /// the operation winds down on its own. Returns whether it waited.
     pub fn destroy(&self) -> bool {
         let running = {
             let mut st = lock(&self.shared.state);
-            st.destroying = true;
-            st.running.as_ref().map(|(_, cancel)| cancel.clone())
+            st.destroyed = true;
+            st.running
+                .as_ref()
+                .map(|r| (r.cancel.clone(), (!r.held).then(|| r.task.clone())))
         };
-        if let Some(cancel) = running {
+        if let Some((cancel, task)) = running {
             cancel.cancel();
+            if let Some(task) = task {
+                pool::expedite(&task);
+            }
         }
-        if self.shared.in_own_callback() {
-            self.shared.closed.store(true, Ordering::Release);
-            return false;
-        }
-        pool::blocking(|| self.wait_idle(None));
-        self.shared.closed.store(true, Ordering::Release);
-        true
-    }
-
-    /// After a destroy from inside the callback: blocks until the operation has wound down.
-    pub fn wait_destroyed(&self) {
-        pool::blocking(|| self.wait_idle(None));
+        let waited =
+            !self.shared.in_own_callback() && self.shared.wait_from_anywhere(None).is_some();
+        lock(&self.shared.state).closed = true;
+        waited
     }
 }
 
-/// The body of one operation on a worker thread: BEGIN, the work, a last PROGRESS, END.
-fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Cancel) {
+/// The body of one operation on a worker thread: BEGIN, the work, a last PROGRESS, END. Hands
+/// back the operation started during END, which the same worker runs next.
+fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Cancel) -> Option<Arc<Task>> {
     let mut counters = Counters::default();
     shared.deliver(op, &Notice::Begin, &counters);
-    let result = {
+    let result = if cancel.is_set() {
+        // Cancelled before it started (expedited): it touches nothing.
+        Err(Error::Canceled)
+    } else {
         let mut rep = JobReporter {
             shared: &shared,
             op,
@@ -333,16 +425,23 @@ fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Cancel) {
     if counters.streaming {
         shared.deliver(op, &Notice::Op(Event::Progress), &counters);
     }
-    // The restorer is idle while END is delivered: the callback may start the next operation.
-    lock(&shared.state).running = None;
-    shared.deliver(op, &Notice::End(&result), &counters);
-    let pending = {
+    {
+        // The restorer is idle while END is delivered: an operation may start meanwhile.
         let mut st = lock(&shared.state);
-        st.in_flight -= 1;
-        shared.idle.notify_all();
-        st.pending.take()
-    };
-    if let Some(next) = pending {
-        let _ = Restorer { shared }.submit(next);
+        st.running = None;
+        st.ending = true;
     }
+    shared.deliver(op, &Notice::End(&result), &counters);
+    // What the operation left for after END (deleting a discarded store) is done before it
+    // counts as finished: a wait or a destroy returns only after it.
+    cancel.run_deferred();
+    let mut st = lock(&shared.state);
+    st.ending = false;
+    st.in_flight -= 1;
+    shared.changed.notify_all();
+    let next = st.next.take();
+    if let Some(r) = st.running.as_mut() {
+        r.held = false;
+    }
+    next
 }

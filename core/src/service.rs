@@ -65,10 +65,13 @@ pub trait LicenseService: Send + Sync {
     fn grant(&self, request: &GrantRequest) -> Result<SealedKey>;
 }
 
-/// The service a restorer uses: the embedded one, or the one at `url`.
-pub fn connect(url: Option<&str>) -> Result<Box<dyn LicenseService>> {
+/// The service a restorer uses: the one at `url`, or the embedded one of `data_dir`.
+pub fn connect(url: Option<&str>, data_dir: &Path) -> Result<Box<dyn LicenseService>> {
     match url {
-        None => Ok(Box::new(LocalService::open_default()?)),
+        None => Ok(Box::new(LocalService::open(
+            &data_dir.join(SERVICE_DIR),
+            Policy::from_env(),
+        )?)),
         Some(url) => Err(Error::ServiceUnavailable(format!(
             "{url}: this build of wmlicense has no network service client; unset ServiceUrl to use the embedded service"
         ))),
@@ -100,6 +103,8 @@ impl Policy {
     }
 }
 
+/// The embedded service's directory inside a data directory.
+pub const SERVICE_DIR: &str = "service";
 const KEY_FILE: &str = "service.key";
 const LEDGER_FILE: &str = "ledger.db";
 const KEY_MAGIC: &[u8; 8] = b"WMLSK\x00\x00\x01";
@@ -131,10 +136,6 @@ pub struct LocalService {
 }
 
 impl LocalService {
-    pub fn open_default() -> Result<LocalService> {
-        Self::open(&crate::paths::default_service_dir()?, Policy::from_env())
-    }
-
     pub fn open(dir: &Path, policy: Policy) -> Result<LocalService> {
         let svc_err = |what: String, e: &dyn std::fmt::Display| {
             Error::ServiceUnavailable(format!(

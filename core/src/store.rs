@@ -92,9 +92,18 @@ impl Store {
                 dir.display()
             )));
         }
+        let mut _creating = None;
         if create {
-            fsutil::create_private_dir_all(dir)
-                .map_err(|e| Error::store(format!("cannot create {}", dir.display()), e))?;
+            fsutil::create_private_dir_all(dir).map_err(|e| {
+                Error::io(format!("cannot create {}", dir.display()), &e, Error::Store)
+            })?;
+            if !Self::exists(dir) {
+                // Creating a store holds its directory's lock, which a restore installing a new
+                // store at the same place takes too: neither sees the other's half-made store.
+                _creating = Some(fsutil::FileLock::lock_dir(dir, &|| false).map_err(|e| {
+                    Error::io(format!("cannot lock {}", dir.display()), &e, Error::Store)
+                })?);
+            }
         }
         // An identity is created only with the store: a database whose identity file is gone
         // cannot open its content keys, and a fresh identity would hide that.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wmlicense_core::engine::Counters;
 use wmlicense_core::props::PropName;
-use wmlicense_core::restorer::{Notice, Operation, Restorer};
+use wmlicense_core::restorer::{BackupOptions, Notice, Operation, RestoreOptions, Restorer};
 use wmlicense_core::{Error, License, Store};
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -60,7 +60,7 @@ fn cancel_ends_a_restore_waiting_for_the_store_lock() {
         p.set(PropName::BackupPath, backup.to_str().unwrap())
             .unwrap();
     });
-    r.start(Operation::Backup, 0).unwrap();
+    r.backup(BackupOptions::default()).unwrap();
     assert!(r.wait(None).unwrap());
     assert_eq!(ends.lock().unwrap().pop(), Some(None));
 
@@ -74,7 +74,7 @@ fn cancel_ends_a_restore_waiting_for_the_store_lock() {
         p.set(PropName::RestorePath, backup.to_str().unwrap())
             .unwrap();
     });
-    r.start(Operation::Restore, 0).unwrap();
+    r.restore(RestoreOptions::default()).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         r.cancel(Operation::Restore),

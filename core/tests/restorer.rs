@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use wmlicense_core::engine::{Counters, Event};
 use wmlicense_core::props::PropName;
-use wmlicense_core::restorer::{
-    Notice, Operation, Restorer, BACKUP_OVERWRITE, RESTORE_INDIVIDUALIZE,
-};
+use wmlicense_core::restorer::{BackupOptions, Notice, Operation, RestoreOptions, Restorer};
 use wmlicense_core::{License, Store};
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -77,7 +75,7 @@ fn restore_into_the_default_store_of_a_fresh_data_dir() {
     // What a writer that died mid-backup leaves behind; the next backup there removes it.
     let stale = backup_dir.join(".licenses.wmlb.4242.00ff00ff00ff00ff.tmp");
     std::fs::write(&stale, b"half a backup").unwrap();
-    r.start(Operation::Backup, BACKUP_OVERWRITE).unwrap();
+    r.backup(BackupOptions { overwrite: true }).unwrap();
     assert!(r.wait(None).unwrap());
     assert_eq!(names(&log), ["BEGIN", "RESTRICTED", "PROGRESS", "END"]);
     #[cfg(unix)]
@@ -97,7 +95,11 @@ fn restore_into_the_default_store_of_a_fresh_data_dir() {
         p.set(PropName::RestorePath, backup_dir.to_str().unwrap())
             .unwrap();
     });
-    r.start(Operation::Restore, RESTORE_INDIVIDUALIZE).unwrap();
+    r.restore(RestoreOptions {
+        individualize: true,
+        verify_only: false,
+    })
+    .unwrap();
     assert!(r.wait(None).unwrap());
     let events = log.lock().unwrap().clone();
     assert_eq!(

@@ -1,0 +1,252 @@
+//! Backup: one snapshot of a store into `<backup dir>/licenses.wmlb`, through a temporary file,
+//! fsync, rename and a flush of the directory. A failed or cancelled backup leaves the previous
+//! backup as it was and nothing that could be taken for a backup.
+
+use super::cancel::ProgressClock;
+use super::{BackupJob, Cancel, Counters, Event, Reporter};
+use crate::crypto::{self, SealedKey};
+use crate::error::{Error, Result};
+use crate::format::{BackupWriter, Header, BACKUP_FILE, DEFAULT_CHUNK_SIZE, INFO_DATA_KEY};
+use crate::fsutil::{self, FileLock};
+use crate::license::unix_now;
+use crate::store::Store;
+use crate::sync::lock;
+use once_cell::sync::Lazy;
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Backup directories being written by this process: a second writer is refused.
+static BACKUP_DIRS: Lazy<Mutex<HashSet<PathBuf>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+
+/// Holds a backup directory for one writer, in this process and across processes (an advisory
+/// lock on `.licenses.wmlb.lock`, which a process that dies releases).
+pub(super) struct BackupDirLock {
+    dir: PathBuf,
+    _file: FileLock,
+}
+
+impl BackupDirLock {
+    /// Takes the directory; `Busy` when another writer has it.
+    fn acquire(dir: &Path) -> Result<BackupDirLock> {
+        Self::try_acquire(dir)?.ok_or_else(|| {
+            Error::Busy(format!(
+                "another backup is being written to {} right now",
+                dir.display()
+            ))
+        })
+    }
+
+    /// Takes the directory, or `None` when another writer has it.
+    pub(super) fn try_acquire(dir: &Path) -> Result<Option<BackupDirLock>> {
+        let dir = dir.canonicalize().map_err(|e| {
+            Error::io(
+                format!("cannot resolve {}", dir.display()),
+                &e,
+                Error::BackupRestore,
+            )
+        })?;
+        if !lock(&BACKUP_DIRS).insert(dir.clone()) {
+            return Ok(None);
+        }
+        let path = dir.join(format!(".{BACKUP_FILE}.lock"));
+        let locked = fsutil::open_regular(
+            &path,
+            OpenOptions::new().create(true).truncate(false).write(true),
+        )
+        .and_then(FileLock::try_lock);
+        match locked {
+            Ok(Some(file)) => Ok(Some(BackupDirLock { dir, _file: file })),
+            Ok(None) => {
+                lock(&BACKUP_DIRS).remove(&dir);
+                Ok(None)
+            }
+            Err(e) => {
+                lock(&BACKUP_DIRS).remove(&dir);
+                Err(Error::io(
+                    format!("cannot lock {}", path.display()),
+                    &e,
+                    Error::BackupRestore,
+                ))
+            }
+        }
+    }
+
+    /// Removes the temporary files that a backup writer which died (a crash, a kill, a power
+    /// loss) left here. Only the holder of the lock may: no other writer is at work.
+    pub(super) fn sweep_dead_writers(&self) {
+        let prefix = format!(".{BACKUP_FILE}.");
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+impl Drop for BackupDirLock {
+    fn drop(&mut self) {
+        lock(&BACKUP_DIRS).remove(&self.dir);
+    }
+}
+
+/// A temporary file that is removed unless it was moved into place.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn open_source_store(dir: &Path) -> Result<Store> {
+    Store::open_existing(dir).map_err(|e| match e {
+        Error::NotFound(m) => Error::FileNotFound(m),
+        other => other,
+    })
+}
+
+/// Writes `<backup_dir>/licenses.wmlb` from one snapshot of the store, atomically.
+pub fn backup(
+    job: &BackupJob,
+    rep: &mut dyn Reporter,
+    cancel: &Cancel,
+    c: &mut Counters,
+) -> Result<()> {
+    cancel.check()?;
+    fsutil::create_private_dir_all(&job.backup_dir).map_err(|e| {
+        Error::io(
+            format!(
+                "cannot create the backup directory {}",
+                job.backup_dir.display()
+            ),
+            &e,
+            Error::BackupRestore,
+        )
+    })?;
+    let dir_lock = BackupDirLock::acquire(&job.backup_dir)?;
+    dir_lock.sweep_dead_writers();
+    let target = job.refuse_existing_backup()?;
+    let mut store = open_source_store(&job.places.store_dir()?)?;
+    cancel.watch(&store)?;
+    let service = job.places.service()?;
+    let key = service.service_key()?;
+    cancel.check()?;
+
+    let tmp_path = fsutil::temp_path_for(&target)
+        .map_err(|e| Error::BackupRestore(format!("cannot name a temporary file: {e}")))?;
+    let file = fsutil::create_private_file(&tmp_path).map_err(|e| {
+        Error::io(
+            format!("cannot create {}", tmp_path.display()),
+            &e,
+            Error::BackupRestore,
+        )
+    })?;
+    let mut tmp = TempFile {
+        path: tmp_path,
+        keep: false,
+    };
+    let lineage_id = store.lineage_id();
+    let device_id = store.identity().device_id;
+    let write_failed =
+        |e: &std::io::Error| Error::io("cannot write the backup", e, Error::BackupRestore);
+
+    let file = store.read_snapshot(|snap| {
+        let (total, backed_up) = snap.counts()?;
+        c.total = total;
+        let data_key: [u8; 32] = crypto::random_array()?;
+        let mut header = Header {
+            backup_id: crypto::random_array()?,
+            lineage_id,
+            source_device_id: device_id,
+            created_at: unix_now(),
+            license_count: backed_up,
+            service_key_id: key.key_id,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            sealed_data_key: SealedKey {
+                encapped: [0; 32],
+                ciphertext: [0; 48],
+            },
+        };
+        header.sealed_data_key = crypto::hpke_seal_key(
+            &key.public_key,
+            INFO_DATA_KEY,
+            &header.core_bytes(),
+            &data_key,
+            &mut crypto::os_rng(),
+        )?;
+        let mut writer = BackupWriter::new(
+            BufWriter::with_capacity(256 * 1024, file),
+            &header,
+            &data_key,
+        )?;
+        c.streaming = true;
+        let mut clock = ProgressClock::new();
+        snap.for_each(|l| {
+            clock.tick(rep, cancel, c)?;
+            if l.may_back_up() {
+                writer.push(l)?;
+                c.processed += 1;
+            } else {
+                c.skipped += 1;
+                rep.event(
+                    Event::Restricted {
+                        key_id: &l.key_id,
+                        title: l.title.as_deref(),
+                    },
+                    c,
+                );
+            }
+            Ok(true)
+        })?;
+        cancel.check()?;
+        let out = writer.finish()?;
+        out.into_inner().map_err(|e| write_failed(e.error()))
+    })?;
+    file.sync_all().map_err(|e| write_failed(&e))?;
+    drop(file);
+    // Moving the file into place is the commit point: up to here a cancel leaves the previous
+    // backup in place.
+    cancel.check()?;
+    if job.overwrite {
+        fs::rename(&tmp.path, &target).map_err(|e| {
+            Error::io(
+                "cannot move the backup into place",
+                &e,
+                Error::BackupRestore,
+            )
+        })?;
+    } else if !fsutil::move_no_replace(&tmp.path, &target).map_err(|e| {
+        Error::io(
+            "cannot move the backup into place",
+            &e,
+            Error::BackupRestore,
+        )
+    })? {
+        // A backup appeared after the check at the start: it is left as it is.
+        return Err(Error::BackupExists(target.display().to_string()));
+    }
+    tmp.keep = true;
+    fsutil::sync_dir(&job.backup_dir).map_err(|e| {
+        Error::io(
+            format!(
+                "the new backup is in place in {}, but the directory could not be flushed to disk \
+                 (a power loss may undo it)",
+                job.backup_dir.display()
+            ),
+            &e,
+            Error::BackupRestore,
+        )
+    })?;
+    drop(dir_lock);
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! A store created by a restore is built in a staging directory beside its place and moved in
+//! only when complete. A staging directory whose writer died (a crash, a kill) is swept by the
+//! next restore to that place.
+
+use super::Cancel;
+use crate::error::{Error, Result};
+use crate::fsutil::{self, FileLock};
+use crate::identity::IDENTITY_FILE;
+use crate::store::DB_FILE;
+use crate::sync::lock;
+use once_cell::sync::Lazy;
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Staging directories this process is building now.
+static LIVE: Lazy<Mutex<HashSet<PathBuf>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+
+/// A staging directory: removed unless its store was installed. Its name is
+/// `.<store name>.<pid>.<random>.tmp` beside the store's place, so that a sweep can tell a live
+/// writer's from a dead one's.
+pub(super) struct Staging {
+    dir: PathBuf,
+    installed: bool,
+    /// Where a discarded staging store's deletion is left, so that it does not hold up END.
+    cancel: Cancel,
+}
+
+impl Staging {
+    /// Creates a fresh staging directory beside `store_dir` (creating the parent if needed).
+    pub(super) fn create(store_dir: &Path, cancel: &Cancel) -> Result<Staging> {
+        let failed = |what: &Path, e: std::io::Error| {
+            Error::io(
+                format!("cannot create {}", what.display()),
+                &e,
+                Error::Store,
+            )
+        };
+        if let Some(parent) = store_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsutil::create_private_dir_all(parent).map_err(|e| failed(parent, e))?;
+        }
+        let dir = fsutil::temp_path_for(store_dir)
+            .map_err(|e| Error::store("cannot name a staging directory", e))?;
+        lock(&LIVE).insert(dir.clone());
+        let staging = Staging {
+            dir: dir.clone(),
+            installed: false,
+            cancel: cancel.clone(),
+        };
+        fsutil::create_private_dir_all(&dir).map_err(|e| failed(&dir, e))?;
+        Ok(staging)
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.installed {
+            // Renamed at once so that nothing takes it for a store being built; deleting a
+            // large one takes a while, which is left for after END.
+            let hidden = self.dir.with_extension("discarded");
+            let doomed = match fs::rename(&self.dir, &hidden) {
+                Ok(()) => hidden,
+                Err(_) => self.dir.clone(),
+            };
+            self.cancel.defer(move || {
+                let _ = fs::remove_dir_all(doomed);
+            });
+        }
+        lock(&LIVE).remove(&self.dir);
+    }
+}
+
+/// Whether process `pid` is alive (a process we may not signal is alive too).
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return true;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } == 0 {
+            return true;
+        }
+        std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Removes the staging directories beside `store_dir` whose writer died: its process is gone,
+/// or it is this process and no restore of this process builds it. A staging directory of a
+/// live process is never touched.
+pub(super) fn sweep_dead_staging(store_dir: &Path) {
+    let (Some(parent), Some(name)) = (store_dir.parent(), store_dir.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let own = std::process::id();
+    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(tag) = rest
+            .strip_suffix(".tmp")
+            .or_else(|| rest.strip_suffix(".discarded"))
+        else {
+            continue;
+        };
+        // <pid>.<random hex>
+        let Some(pid) = tag
+            .split_once('.')
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let dead = if pid == own {
+            let live = lock(&LIVE);
+            !live.contains(&path)
+                && !live.contains(&parent.join(&*file_name))
+                && rest.ends_with(".tmp")
+        } else {
+            !process_alive(pid)
+        };
+        if dead && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// Moves the store built in `staging` into `store_dir` (which may exist already, e.g. the data
+/// directory that also holds the embedded service). Nothing is replaced: if a store appeared at
+/// `store_dir` while the restore ran, it is left as it is and the restore fails. The database
+/// goes last: until it is in place, `store_dir` does not count as a store.
+pub(super) fn install_staged_store(
+    mut staging: Staging,
+    store_dir: &Path,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<()> {
+    let fail = |e: std::io::Error| {
+        Error::io(
+            format!("cannot move the new store into {}", store_dir.display()),
+            &e,
+            Error::Store,
+        )
+    };
+    fsutil::create_private_dir_all(store_dir).map_err(fail)?;
+    // No process creates a store here while the directory is locked (Store::open takes the same
+    // lock to create one), so what is here now stays as it is until the database is in place.
+    let _creating = FileLock::lock_dir(store_dir, cancelled).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            Error::Canceled
+        } else {
+            fail(e)
+        }
+    })?;
+    let appeared = || {
+        Error::BackupRestore(format!(
+            "a license store appeared at {} while the restore ran; it was left as it is",
+            store_dir.display()
+        ))
+    };
+    if fs::symlink_metadata(store_dir.join(DB_FILE)).is_ok() {
+        return Err(appeared());
+    }
+    // A write-ahead log without its database (a store whose database was deleted) would be
+    // replayed into the new one. Nobody can be using it: its database is gone and no one can
+    // create one here while the lock is held.
+    for suffix in ["-wal", "-shm"] {
+        let _ = fs::remove_file(store_dir.join(format!("{DB_FILE}{suffix}")));
+    }
+    let mut names: Vec<_> = fs::read_dir(staging.path())
+        .map_err(fail)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(fail)?;
+    names.sort_by_key(|n| n == std::ffi::OsStr::new(DB_FILE));
+    for name in names {
+        let (src, dst) = (staging.path().join(&name), store_dir.join(&name));
+        if fsutil::move_no_replace(&src, &dst).map_err(fail)? {
+            continue;
+        }
+        // An earlier attempt at this place that died halfway left its identity, which is the
+        // same (it is derived from the place): carry on with it.
+        let same = name == IDENTITY_FILE
+            && matches!((fs::read(&src), fs::read(&dst)), (Ok(a), Ok(b)) if a == b);
+        if !same {
+            return Err(appeared());
+        }
+    }
+    staging.installed = true;
+    let _ = fs::remove_dir_all(staging.path());
+    fsutil::sync_dir(store_dir).map_err(|e| {
+        Error::io(
+            format!(
+                "the restored store is in place in {}, but the directory could not be flushed \
+                 to disk (a power loss may undo it)",
+                store_dir.display()
+            ),
+            &e,
+            Error::Store,
+        )
+    })
+}

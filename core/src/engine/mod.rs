@@ -1,0 +1,125 @@
+//! Backup and restore as plain Rust: they stream, report progress to a [`Reporter`], stop when
+//! cancelled, and never leave a half-written backup or a half-applied restore behind.
+//!
+//! - [`cancel`]: cancellation and the progress clock;
+//! - [`backup`]: one snapshot of a store into `licenses.wmlb`, atomically;
+//! - [`restore`]: a backup into a store, in one transaction after it has authenticated;
+//! - [`install`]: building a new store beside its place and moving it in; sweeping what dead
+//!   writers left.
+
+mod backup;
+mod cancel;
+mod install;
+mod restore;
+
+pub use backup::backup;
+pub use cancel::{Cancel, PROGRESS_INTERVAL};
+pub use restore::restore;
+
+use crate::error::{Error, Result};
+use crate::format::BACKUP_FILE;
+use std::path::{Path, PathBuf};
+
+/// What an operation reports while it runs (BEGIN and END are the restorer's to send).
+#[derive(Debug)]
+pub enum Event<'a> {
+    Connecting,
+    Disconnecting,
+    ErrorWithUrl(&'a str),
+    Progress,
+    Restricted {
+        key_id: &'a [u8],
+        title: Option<&'a str>,
+    },
+}
+
+/// Counts carried by PROGRESS and END.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Licenses written (backup) / imported (restore).
+    pub processed: u64,
+    /// Licenses in the operation (restore: once the backup's header has authenticated).
+    pub total: u64,
+    /// Restricted (backup) / kept-newer or expired (restore).
+    pub skipped: u64,
+    /// True once licenses started to flow: a final PROGRESS precedes END from then on.
+    pub streaming: bool,
+}
+
+/// Receives the events of a running operation.
+pub trait Reporter {
+    fn event(&mut self, event: Event<'_>, counters: &Counters);
+}
+
+/// Where an operation finds the default store and the embedded service.
+#[derive(Clone, Debug, Default)]
+pub struct Places {
+    /// The store; `None`: the default store (the data directory).
+    pub store_dir: Option<PathBuf>,
+    /// The data directory; `None`: `$WMLICENSE_HOME` or the platform default.
+    pub data_dir: Option<PathBuf>,
+    /// The License Management Service; `None`: the embedded one in the data directory.
+    pub service_url: Option<String>,
+}
+
+impl Places {
+    pub fn data_dir(&self) -> Result<PathBuf> {
+        match &self.data_dir {
+            Some(d) => Ok(d.clone()),
+            None => crate::paths::default_data_dir(),
+        }
+    }
+
+    pub fn store_dir(&self) -> Result<PathBuf> {
+        match &self.store_dir {
+            Some(d) => Ok(d.clone()),
+            None => self.data_dir(),
+        }
+    }
+
+    fn service(&self) -> Result<Box<dyn crate::service::LicenseService>> {
+        crate::service::connect(self.service_url.as_deref(), &self.data_dir()?)
+    }
+}
+
+/// A backup of the store at `places` into `<backup_dir>/licenses.wmlb`.
+#[derive(Clone, Debug)]
+pub struct BackupJob {
+    pub places: Places,
+    pub backup_dir: PathBuf,
+    /// Replace a backup that is there already.
+    pub overwrite: bool,
+}
+
+impl BackupJob {
+    /// The backup file this job writes; `BackupExists` when one is there and the job may not
+    /// overwrite it.
+    pub fn refuse_existing_backup(&self) -> Result<PathBuf> {
+        let target = self.backup_dir.join(BACKUP_FILE);
+        if !self.overwrite && std::fs::symlink_metadata(&target).is_ok() {
+            return Err(Error::BackupExists(target.display().to_string()));
+        }
+        Ok(target)
+    }
+}
+
+/// A restore of the backup at `restore_path` (a directory holding `licenses.wmlb`, or the file)
+/// into the store at `places`.
+#[derive(Clone, Debug)]
+pub struct RestoreJob {
+    pub places: Places,
+    pub restore_path: PathBuf,
+    /// Create the store if it does not exist yet.
+    pub individualize: bool,
+    /// Do every check, change nothing.
+    pub verify_only: bool,
+}
+
+/// The backup file a restore path names.
+fn backup_file_of(restore_path: &Path) -> PathBuf {
+    if restore_path.is_dir() {
+        restore_path.join(BACKUP_FILE)
+    } else {
+        restore_path.to_path_buf()
+    }
+}

@@ -1,0 +1,220 @@
+//! Restore: a backup into a store, in one transaction that commits only after the whole backup
+//! has authenticated and the License Management Service has granted it.
+
+use super::backup::BackupDirLock;
+use super::cancel::ProgressClock;
+use super::install::{self, Staging};
+use super::{backup_file_of, Cancel, Counters, Event, Reporter, RestoreJob};
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::format::{self, BackupReader};
+use crate::fsutil;
+use crate::identity::DeviceIdentity;
+use crate::license::{unix_now, License};
+use crate::service::GrantRequest;
+use crate::store::{ImportMode, Store};
+use std::fs::File;
+use std::io::{BufReader, ErrorKind};
+use std::path::Path;
+
+/// Where restored licenses go.
+enum Target {
+    Existing(Store),
+    /// A store being created by this restore: built in `staging`, moved to its place on success.
+    New {
+        store: Store,
+        staging: Staging,
+    },
+    /// VERIFY_ONLY into a store that does not exist: a throwaway identity, no files.
+    Ephemeral(DeviceIdentity),
+}
+
+/// Opens the backup at `path`: a missing file is `FileNotFound`, anything but a regular file
+/// (a FIFO, a device) is not a backup, and nothing here blocks.
+fn open_backup(path: &Path) -> Result<File> {
+    fsutil::open_regular_read(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => {
+            Error::FileNotFound(format!("there is no backup at {}", path.display()))
+        }
+        ErrorKind::InvalidInput => Error::corrupt(format!(
+            "{} is not a regular file, so not a backup",
+            path.display()
+        )),
+        _ => Error::io(
+            format!("cannot open {}", path.display()),
+            &e,
+            Error::BackupRestore,
+        ),
+    })
+}
+
+/// The identity a restore gives a store it creates at `store_dir`: the same for every attempt
+/// at that place, so failed or cancelled attempts do not count as further devices.
+fn new_store_identity(store_dir: &Path, data_dir: &Path) -> Result<DeviceIdentity> {
+    let seed = crate::identity::restore_seed(data_dir)?;
+    Ok(DeviceIdentity::for_new_store(&seed, store_dir))
+}
+
+/// Restores a backup into a store in one transaction that commits only after the whole backup
+/// has authenticated.
+pub fn restore(
+    job: &RestoreJob,
+    rep: &mut dyn Reporter,
+    cancel: &Cancel,
+    c: &mut Counters,
+) -> Result<()> {
+    cancel.check()?;
+    if job.restore_path.is_dir() && !job.verify_only {
+        // An operation on a backup directory sweeps what a dead backup writer left there,
+        // unless a live one is at work.
+        if let Ok(Some(dir_lock)) = BackupDirLock::try_acquire(&job.restore_path) {
+            dir_lock.sweep_dead_writers();
+        }
+    }
+    let path = backup_file_of(&job.restore_path);
+    let mut input = BufReader::with_capacity(256 * 1024, open_backup(&path)?);
+    let header = format::read_header(&mut input)?;
+
+    let store_dir = job.places.store_dir()?;
+    if !job.verify_only {
+        install::sweep_dead_staging(&store_dir);
+    }
+    let target = if Store::exists(&store_dir) {
+        Target::Existing(Store::open_existing(&store_dir)?)
+    } else if !job.individualize {
+        return Err(Error::NeedsIndividualization(
+            store_dir.display().to_string(),
+        ));
+    } else if job.verify_only {
+        // A dry run writes nothing, not even the restore seed: without one, no store created at
+        // this place by a restore has been counted, and any fresh identity gives the verdict.
+        let seed = crate::identity::read_restore_seed(&job.places.data_dir()?)?;
+        Target::Ephemeral(match seed {
+            Some(seed) => DeviceIdentity::for_new_store(&seed, &store_dir),
+            None => DeviceIdentity::generate()?,
+        })
+    } else {
+        let staging = Staging::create(&store_dir, cancel)?;
+        // The staging directory's creation also created the parent, so the place the identity
+        // is derived from resolves the same way in every attempt.
+        let identity = new_store_identity(&store_dir, &job.places.data_dir()?)?;
+        identity.save_new(staging.path())?;
+        let store = Store::create_with_lineage(staging.path(), header.lineage_id)?;
+        Target::New { store, staging }
+    };
+    if let Target::Existing(s) | Target::New { store: s, .. } = &target {
+        cancel.watch(s)?;
+    }
+    let identity = match &target {
+        Target::Existing(s) | Target::New { store: s, .. } => s.identity().clone(),
+        Target::Ephemeral(id) => id.clone(),
+    };
+
+    let service = job.places.service()?;
+    let request = GrantRequest {
+        request_id: crypto::random_array()?,
+        header: header.clone(),
+        device_id: identity.device_id,
+        device_public_key: identity.keys.public,
+        dry_run: job.verify_only,
+    };
+    cancel.check()?;
+    rep.event(Event::Connecting, c);
+    let granted = service.grant(&request);
+    rep.event(Event::Disconnecting, c);
+    let sealed = match granted {
+        Ok(s) => s,
+        Err(e) => {
+            if let Error::RestoreFraud {
+                help_url: Some(url),
+                ..
+            } = &e
+            {
+                rep.event(Event::ErrorWithUrl(url), c);
+            }
+            return Err(e);
+        }
+    };
+    cancel.check()?;
+    let data_key = request.open_grant(&identity.keys.secret, &sealed)?;
+    // The service opened the data key with the header as associated data: from here on the
+    // header's count is authenticated and may be reported.
+    c.total = header.license_count;
+    let interrupt = cancel.clone();
+    let mut stream = RestoreStream {
+        reader: BackupReader::new(input, &header, &data_key)
+            .with_interrupt(Box::new(move || interrupt.is_set())),
+        rep,
+        cancel,
+        counters: c,
+        clock: ProgressClock::new(),
+        now: unix_now(),
+    };
+    let commit = !job.verify_only;
+    match target {
+        Target::Existing(mut store) => {
+            // An empty store that receives a backup continues its lineage, as a store created by
+            // the restore would: backing it up again must not start a fresh restore count.
+            stream.import_into(&mut store, commit, Some(header.lineage_id))?
+        }
+        Target::New { mut store, staging } => {
+            stream.import_into(&mut store, commit, None)?;
+            if commit {
+                // The new store exists only once installed: until then a cancel still discards
+                // it. The checkpoint (the slow part of closing a large store) is interruptible.
+                cancel.check()?;
+                store.checkpoint()?;
+                cancel.check()?;
+                drop(store);
+                install::install_staged_store(staging, &store_dir, &|| cancel.is_set())?;
+            }
+        }
+        Target::Ephemeral(_) => stream.run(|_| Ok(true))?,
+    }
+    Ok(())
+}
+
+/// The licenses of an authenticated backup flowing into a store.
+struct RestoreStream<'a> {
+    reader: BackupReader<BufReader<File>>,
+    rep: &'a mut dyn Reporter,
+    cancel: &'a Cancel,
+    counters: &'a mut Counters,
+    clock: ProgressClock,
+    now: i64,
+}
+
+impl RestoreStream<'_> {
+    /// Applies the restore rules to every license: expired ones are skipped, `write` decides
+    /// whether a newer copy already in the store wins.
+    fn run(&mut self, mut write: impl FnMut(&License) -> Result<bool>) -> Result<()> {
+        self.counters.streaming = true;
+        while let Some(l) = self.reader.next_license()? {
+            if l.is_expired(self.now) || !write(&l)? {
+                self.counters.skipped += 1;
+            } else {
+                self.counters.processed += 1;
+            }
+            self.clock.tick(self.rep, self.cancel, self.counters)?;
+        }
+        // Every chunk authenticated and the count matched: only now may an import commit.
+        self.cancel.check()
+    }
+
+    fn import_into(
+        &mut self,
+        store: &mut Store,
+        commit: bool,
+        adopt_lineage: Option<[u8; 16]>,
+    ) -> Result<()> {
+        let mode = if commit {
+            ImportMode::Write { adopt_lineage }
+        } else {
+            ImportMode::CheckOnly
+        };
+        let cancel = self.cancel.clone();
+        store.import(mode, &move || cancel.is_set(), |imp| {
+            self.run(|l| imp.put_if_newer(l))
+        })
+    }
+}
