@@ -88,7 +88,8 @@ fn io_class(e: &io::Error) -> IoClass {
         return IoClass::AccessDenied;
     }
     match e.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => IoClass::DiskFull,
+        // EFBIG: the file may not grow (a file size limit): no space for it either.
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => IoClass::DiskFull,
         Some(libc::EROFS) | Some(libc::EPERM) | Some(libc::EACCES) => IoClass::AccessDenied,
         _ => IoClass::Other,
     }

@@ -268,7 +268,7 @@ impl<W: Write> BackupWriter<W> {
 }
 
 fn write_error(e: io::Error) -> Error {
-    Error::BackupRestore(format!("cannot write the backup: {e}"))
+    Error::io("cannot write the backup", &e, Error::BackupRestore)
 }
 
 /// Streams licenses out of a backup, authenticating each chunk before yielding its licenses.

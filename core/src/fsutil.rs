@@ -31,12 +31,19 @@ pub fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> 
         // O_NONBLOCK: opening a FIFO does not wait for its other end.
         options.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC);
     }
-    let file = options.open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
+    let not_regular = || {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{} is not a regular file", path.display()),
-        ));
+        )
+    };
+    let file = match options.open(path) {
+        // A FIFO opened for writing without a reader.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(not_regular()),
+        other => other?,
+    };
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
     }
     #[cfg(unix)]
     {
