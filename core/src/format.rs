@@ -493,4 +493,34 @@ mod tests {
         assert_eq!(swapped.len(), bytes.len());
         assert!(matches!(read_all(&swapped), Err(Error::BackupCorrupt(_))));
     }
+
+    /// A backup of many empty chunks (valid: zero licenses) stops at the next chunk once
+    /// interrupted, instead of reading every chunk first.
+    #[test]
+    fn an_interrupt_stops_the_reader_between_empty_chunks() {
+        let h = header(0);
+        let mut w = BackupWriter::new(Vec::new(), &h, &[9; 32]).unwrap();
+        for _ in 0..5_000 {
+            w.flush(false).unwrap();
+        }
+        let bytes = w.finish().unwrap();
+        let mut input = &bytes[..];
+        let parsed = read_header(&mut input).unwrap();
+        let mut whole = BackupReader::new(input, &parsed, &[9; 32]);
+        assert!(whole.next_license().unwrap().is_none());
+
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = asked.clone();
+        let mut input = &bytes[HEADER_LEN..];
+        let mut r =
+            BackupReader::new(&mut input, &parsed, &[9; 32]).with_interrupt(Box::new(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 10
+            }));
+        assert!(matches!(r.next_license(), Err(Error::Canceled)));
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 11);
+        assert!(
+            input.len() > bytes.len() / 2,
+            "the reader went on reading after the interrupt"
+        );
+    }
 }

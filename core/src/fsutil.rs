@@ -113,11 +113,6 @@ impl FileLock {
     pub fn lock_dir(dir: &Path, cancelled: &dyn Fn() -> bool) -> io::Result<FileLock> {
         FileLock::lock(File::open(dir)?, cancelled)
     }
-
-    /// Tries to lock the directory `dir` itself without waiting.
-    pub fn try_lock_dir(dir: &Path) -> io::Result<Option<FileLock>> {
-        FileLock::try_lock(File::open(dir)?)
-    }
 }
 
 /// Creates a directory (and its parents) readable only by the owner where the platform has modes.
