@@ -2,7 +2,7 @@
    database should be (refused, never blocking a worker), a directory the file system refuses
    (WM_E_ACCESS_DENIED), a file size limit (WM_E_DISK_FULL), a backup that appears while a
    no-overwrite backup runs (left as it is: WM_E_BACKUP_EXISTS), a header whose count never
-   authenticated (END reports total 0), VERIFY_ONLY writing nothing (not even the restore seed),
+   authenticated (END reports total 0), VERIFY_ONLY writing nothing (not even a pending device identity),
    and DataPath choosing the embedded service and the default store without setenv. */
 #include "test_util.h"
 #include "restorer_util.h"
@@ -264,16 +264,17 @@ static void unauthenticated_total_case(void) {
   wmr_free(&rec);
 }
 
-/* VERIFY_ONLY into a store that does not exist, in a data directory never used: it creates
-   nothing there (no restore seed, no store, no staging directory). */
+/* VERIFY_ONLY into a store that does not exist: it creates nothing (no pending identity beside
+   the place, no store, no staging directory, no restore seed of older versions). */
 static void verify_only_writes_nothing_case(const char *bdir) {
-  char fresh_home[600], target[700], seed[700];
+  char fresh_home[600], target[700], seed[700], pending[700];
   wmr_recorder rec;
   wm_backup_restorer *r;
 
   snprintf(fresh_home, sizeof fresh_home, "%s/verify-home", g_home);
   snprintf(target, sizeof target, "%s/verify-home/store", g_home);
   snprintf(seed, sizeof seed, "%s/restore.seed", g_home);
+  snprintf(pending, sizeof pending, "%s/verify-home/.store.pending", g_home);
   wmr_init(&rec);
   r = wmr_create(&rec);
   CHECK(!wmr_exists(seed));
@@ -282,6 +283,7 @@ static void verify_only_writes_nothing_case(const char *bdir) {
   CHECK_HR(run_guarded(r, &rec, 0, WM_RESTORE_VERIFY_ONLY | WM_RESTORE_INDIVIDUALIZE, "verify"), WM_S_OK);
   CHECK_END(&rec, WM_S_OK, NL, NL, 0);
   CHECK(!wmr_exists(seed));
+  CHECK(!wmr_exists(pending));
   CHECK(!wmr_exists(fresh_home));
   wm_backup_restorer_destroy(r);
   wmr_free(&rec);

@@ -39,7 +39,14 @@ static void expect_refused(wmr_recorder *rec, const char *home, const char *name
   CHECK(wmr_count_status(rec, WM_STATUS_BACKUPRESTORE_PROGRESS) == 0);
   snprintf(path, sizeof path, "%s/%s", home, name);
   CHECK(!wmr_exists(path));
-  CHECK(wmr_dir_count_prefix(home, ".") == 2); /* "." and "..": no staging directory left */
+  /* Nothing beside the place but the pending device identity a retry will present again: no
+     staging directory left. */
+  {
+    char prefix[300];
+    snprintf(path, sizeof path, "%s/.%s.pending", home, name);
+    snprintf(prefix, sizeof prefix, ".%s.", name);
+    CHECK(wmr_dir_count_prefix(home, prefix) == wmr_exists(path));
+  }
 }
 
 int main(void) {
@@ -111,13 +118,15 @@ int main(void) {
   }
   CHECK_HR(wmr_end(&rec).hr, WM_E_RESTORE_FRAUD);
   CHECK(!wmr_exists(path));
-  CHECK(wmr_dir_count_prefix(stores, ".store-6") == 0);
+  CHECK(wmr_dir_count_prefix(stores, ".store-6.") == 1); /* only .store-6.pending */
   unsetenv("WMLICENSE_SERVICE_HELP_URL");
 
   /* VERIFY_ONLY into a seventh new store: the same refusal, nothing created. */
   snprintf(path, sizeof path, "%s/store-7", stores);
   restore_into(r, &rec, path, WM_RESTORE_VERIFY_ONLY | WM_RESTORE_INDIVIDUALIZE);
   expect_refused(&rec, stores, "store-7");
+  snprintf(path, sizeof path, "%s/.store-7.pending", stores);
+  CHECK(!wmr_exists(path)); /* a dry run keeps no device identity */
   /* VERIFY_ONLY onto a counted device is granted. */
   snprintf(path, sizeof path, "%s/store-3", stores);
   restore_into(r, &rec, path, WM_RESTORE_VERIFY_ONLY);

@@ -171,6 +171,25 @@ pub fn write_new_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<bool> 
     result
 }
 
+/// Writes `bytes` to `path`, replacing what is there, atomically: readers see the old or the new
+/// content, never a part.
+pub fn replace_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_path_for(path)?;
+    let result = (|| {
+        let mut f = create_private_file(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
 /// Moves `src` to `dst` unless `dst` exists; returns whether it moved. A hard link fails when
 /// the target exists, which makes this first-writer-wins even between processes. File systems
 /// without hard links (FAT, some network shares) copy into a file created exclusively instead,

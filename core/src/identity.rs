@@ -4,60 +4,105 @@
 use crate::crypto::{self, KeyPair};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// The absolute path of `dir`, resolving symbolic links in the part that exists.
-fn canonical_place(dir: &Path) -> OsString {
-    if let Ok(p) = dir.canonicalize() {
-        return p.into_os_string();
+/// The identity a restore gives a store it creates, and the request ID it asks the License
+/// Management Service with, kept (mode 0600) beside the store's place in `.<name>.pending` from
+/// the first attempt until the store is installed. A retry after a failure, a cancel or a crash
+/// presents the same device with the same request ID, so it is never counted twice; once the
+/// store is installed the file is gone, and the store's own identity file carries the device.
+pub struct PendingIdentity {
+    pub identity: DeviceIdentity,
+    /// The backup the request ID was used for: another backup gets a new request ID.
+    pub backup_id: [u8; 16],
+    pub request_id: [u8; 16],
+}
+
+const PENDING_MAGIC: &[u8; 8] = b"WMLPD\x00\x00\x01";
+const PENDING_LEN: usize = 8 + FILE_LEN + 16 + 16;
+
+impl PendingIdentity {
+    /// Where the pending identity of a store to be created at `store_dir` is kept.
+    pub fn path(store_dir: &Path) -> PathBuf {
+        let name = store_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "store".into());
+        store_dir.with_file_name(format!(".{name}.pending"))
     }
-    match (dir.parent(), dir.file_name()) {
-        (Some(parent), Some(name)) => {
-            let parent = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
-            match parent.canonicalize() {
-                Ok(p) => p.join(name).into_os_string(),
-                Err(_) => std::path::absolute(dir)
-                    .unwrap_or_else(|_| dir.to_path_buf())
-                    .into_os_string(),
+
+    /// The pending identity for `store_dir`, if an earlier attempt left one (never creates it).
+    pub fn load(store_dir: &Path) -> Result<Option<PendingIdentity>> {
+        let path = Self::path(store_dir);
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        let bytes = fsutil::read_small_file(&path, 4096)
+            .map_err(|e| Error::store(format!("cannot read {}", path.display()), e))?;
+        if bytes.len() != PENDING_LEN || &bytes[..8] != PENDING_MAGIC {
+            return Err(Error::Store(format!(
+                "{} is not a wmlicense pending identity",
+                path.display()
+            )));
+        }
+        let identity = DeviceIdentity::decode(&bytes[8..8 + FILE_LEN], &path)?;
+        let mut backup_id = [0u8; 16];
+        backup_id.copy_from_slice(&bytes[8 + FILE_LEN..8 + FILE_LEN + 16]);
+        let mut request_id = [0u8; 16];
+        request_id.copy_from_slice(&bytes[8 + FILE_LEN + 16..]);
+        Ok(Some(PendingIdentity {
+            identity,
+            backup_id,
+            request_id,
+        }))
+    }
+
+    /// The pending identity for a restore of backup `backup_id` into a new store at
+    /// `store_dir`: the one an earlier attempt left (with a new request ID when that attempt
+    /// restored another backup), else a fresh random one, kept before it is used.
+    pub fn for_restore(store_dir: &Path, backup_id: [u8; 16]) -> Result<PendingIdentity> {
+        let path = Self::path(store_dir);
+        let failed = |e: std::io::Error| {
+            Error::io(format!("cannot write {}", path.display()), &e, Error::Store)
+        };
+        if let Some(mut pending) = Self::load(store_dir)? {
+            if pending.backup_id != backup_id {
+                pending.backup_id = backup_id;
+                pending.request_id = crypto::random_array()?;
+                fsutil::replace_file_atomically(&path, &pending.encode()).map_err(failed)?;
+            }
+            return Ok(pending);
+        }
+        let fresh = PendingIdentity {
+            identity: DeviceIdentity::generate()?,
+            backup_id,
+            request_id: crypto::random_array()?,
+        };
+        if fsutil::write_new_file_atomically(&path, &fresh.encode()).map_err(failed)? {
+            return Ok(fresh);
+        }
+        // Another attempt at the same place was first: everyone uses its identity.
+        Self::load(store_dir)?.ok_or_else(|| Error::Store(format!("{} vanished", path.display())))
+    }
+
+    /// Forgets the pending identity of `store_dir` (its store is installed).
+    pub fn remove(store_dir: &Path) {
+        let path = Self::path(store_dir);
+        if std::fs::remove_file(&path).is_ok() {
+            if let Some(parent) = path.parent() {
+                let _ = fsutil::sync_dir(parent);
             }
         }
-        _ => dir.as_os_str().to_os_string(),
     }
-}
 
-/// This user's restore seed (32 random bytes in `<data dir>/restore.seed`, mode 0600), made on
-/// first use.
-pub fn restore_seed(data_dir: &Path) -> Result<[u8; 32]> {
-    if let Some(seed) = read_restore_seed(data_dir)? {
-        return Ok(seed);
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(PENDING_LEN);
+        v.extend_from_slice(PENDING_MAGIC);
+        v.extend_from_slice(&self.identity.encode());
+        v.extend_from_slice(&self.backup_id);
+        v.extend_from_slice(&self.request_id);
+        v
     }
-    let path = data_dir.join("restore.seed");
-    fsutil::create_private_dir_all(data_dir)
-        .map_err(|e| Error::store(format!("cannot create {}", data_dir.display()), e))?;
-    let seed: [u8; 32] = crypto::random_array()?;
-    // Another process may have made it meanwhile: whichever was first is everyone's.
-    fsutil::write_new_file_atomically(&path, &seed)
-        .map_err(|e| Error::store(format!("cannot create {}", path.display()), e))?;
-    read_restore_seed(data_dir)?.ok_or_else(|| Error::Store(format!("{} vanished", path.display())))
-}
-
-/// This user's restore seed if it was made already; never creates it.
-pub fn read_restore_seed(data_dir: &Path) -> Result<Option<[u8; 32]>> {
-    let path = data_dir.join("restore.seed");
-    if std::fs::symlink_metadata(&path).is_err() {
-        return Ok(None);
-    }
-    let bytes = fsutil::read_small_file(&path, 64)
-        .map_err(|e| Error::store(format!("cannot read {}", path.display()), e))?;
-    bytes
-        .try_into()
-        .map(Some)
-        .map_err(|_| Error::Store(format!("{} is malformed", path.display())))
 }
 
 pub const IDENTITY_FILE: &str = "identity";
@@ -80,32 +125,6 @@ impl DeviceIdentity {
             keys: KeyPair::generate()?,
             storage_key: crypto::random_array()?,
         })
-    }
-
-    /// The identity a new store at `store_dir` gets from a restore: derived from this user's
-    /// restore seed and the store's path, so that a restore retried after a failure or a cancel
-    /// presents the same device to the License Management Service instead of counting another.
-    pub fn for_new_store(seed: &[u8; 32], store_dir: &Path) -> DeviceIdentity {
-        let place = canonical_place(store_dir);
-        let kdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"wmlicense v1 new store identity"), seed);
-        let expand = |info: &[u8], out: &mut [u8]| {
-            let mut full_info = info.to_vec();
-            full_info.push(0);
-            full_info.extend_from_slice(place.as_encoded_bytes());
-            kdf.expand(&full_info, out)
-                .expect("HKDF-SHA256 expands up to 8160 bytes");
-        };
-        let mut device_id = [0u8; 16];
-        let mut key_seed = [0u8; 32];
-        let mut storage_key = [0u8; 32];
-        expand(b"device id", &mut device_id);
-        expand(b"device key", &mut key_seed);
-        expand(b"storage key", &mut storage_key);
-        DeviceIdentity {
-            device_id,
-            keys: KeyPair::derive(&key_seed),
-            storage_key,
-        }
     }
 
     /// Writes this identity into `dir`, which must not have one yet.

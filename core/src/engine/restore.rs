@@ -9,7 +9,7 @@ use crate::crypto;
 use crate::error::{Error, Result};
 use crate::format::{self, BackupReader};
 use crate::fsutil;
-use crate::identity::DeviceIdentity;
+use crate::identity::{DeviceIdentity, PendingIdentity};
 use crate::license::{unix_now, License};
 use crate::service::GrantRequest;
 use crate::store::{ImportMode, Store};
@@ -48,13 +48,6 @@ fn open_backup(path: &Path) -> Result<File> {
     })
 }
 
-/// The identity a restore gives a store it creates at `store_dir`: the same for every attempt
-/// at that place, so failed or cancelled attempts do not count as further devices.
-fn new_store_identity(store_dir: &Path, data_dir: &Path) -> Result<DeviceIdentity> {
-    let seed = crate::identity::restore_seed(data_dir)?;
-    Ok(DeviceIdentity::for_new_store(&seed, store_dir))
-}
-
 /// Restores a backup into a store in one transaction that commits only after the whole backup
 /// has authenticated.
 pub fn restore(
@@ -79,6 +72,7 @@ pub fn restore(
     if !job.verify_only {
         install::sweep_dead_staging(&store_dir);
     }
+    let mut request_id = None;
     let target = if Store::exists(&store_dir) {
         Target::Existing(Store::open_existing(&store_dir)?)
     } else if !job.individualize {
@@ -86,19 +80,19 @@ pub fn restore(
             store_dir.display().to_string(),
         ));
     } else if job.verify_only {
-        // A dry run writes nothing, not even the restore seed: without one, no store created at
-        // this place by a restore has been counted, and any fresh identity gives the verdict.
-        let seed = crate::identity::read_restore_seed(&job.places.data_dir()?)?;
-        Target::Ephemeral(match seed {
-            Some(seed) => DeviceIdentity::for_new_store(&seed, &store_dir),
+        // A dry run writes nothing: the device an earlier attempt at this place presented, or
+        // a throwaway one (a store created here would be a new device).
+        Target::Ephemeral(match PendingIdentity::load(&store_dir)? {
+            Some(pending) => pending.identity,
             None => DeviceIdentity::generate()?,
         })
     } else {
         let staging = Staging::create(&store_dir, cancel)?;
-        // The staging directory's creation also created the parent, so the place the identity
-        // is derived from resolves the same way in every attempt.
-        let identity = new_store_identity(&store_dir, &job.places.data_dir()?)?;
-        identity.save_new(staging.path())?;
+        // A fresh random device, kept beside the place until the store is installed, so that a
+        // retry after a failure or a cancel is the same device with the same request ID.
+        let pending = PendingIdentity::for_restore(&store_dir, header.backup_id)?;
+        pending.identity.save_new(staging.path())?;
+        request_id = Some(pending.request_id);
         let store = Store::create_with_lineage(staging.path(), header.lineage_id)?;
         Target::New { store, staging }
     };
@@ -112,7 +106,10 @@ pub fn restore(
 
     let service = job.places.service()?;
     let request = GrantRequest {
-        request_id: crypto::random_array()?,
+        request_id: match request_id {
+            Some(id) => id,
+            None => crypto::random_array()?,
+        },
         header: header.clone(),
         device_id: identity.device_id,
         device_public_key: identity.keys.public,
@@ -167,6 +164,7 @@ pub fn restore(
                 cancel.check()?;
                 drop(store);
                 install::install_staged_store(staging, &store_dir, &|| cancel.is_set())?;
+                PendingIdentity::remove(&store_dir);
             }
         }
         Target::Ephemeral(_) => stream.run(|_| Ok(true))?,
