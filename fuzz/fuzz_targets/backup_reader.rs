@@ -274,7 +274,7 @@ fn mutate(bytes: &mut Vec<u8>, program: &[u8]) {
                     }
                 }
             }
-            op @ (5 | 6 | 7) => {
+            op @ 5..=7 => {
                 let c = chunks(bytes);
                 if c.is_empty() {
                     continue;

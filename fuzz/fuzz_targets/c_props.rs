@@ -661,7 +661,7 @@ fuzz_target!(|data: &[u8]| {
     while !inp.0.is_empty() && steps < 64 {
         steps += 1;
         match inp.byte() % 8 {
-            0 | 1 | 2 => f.set(&mut inp),
+            0..=2 => f.set(&mut inp),
             3 => f.get_by_name(&mut inp),
             4 => f.get_by_index(&mut inp),
             5 => f.get_count(&mut inp),
