@@ -325,7 +325,8 @@ static double stream_end_estimate(const op_events *ev, uint64_t total) {
   return t < ev->end ? t : ev->end;
 }
 
-/* The names in dir (via ls -A), except the backup directory's lock file. */
+/* The names in dir (via ls -A), except the backup directory's lock file and the pending device
+   identity a cancelled restore into a new store keeps for its retry (by design). */
 static void list_leftovers(const char *dir, char *out, size_t len) {
   char cmd[PATH_LEN * 2];
   FILE *p;
@@ -337,6 +338,7 @@ static void list_leftovers(const char *dir, char *out, size_t len) {
   while (fgets(cmd, sizeof cmd, p)) {
     cmd[strcspn(cmd, "\n")] = 0;
     if (strcmp(cmd, ".licenses.wmlb.lock") == 0) continue;
+    if (strlen(cmd) > 8 && strcmp(cmd + strlen(cmd) - 8, ".pending") == 0) continue;
     used += (size_t)snprintf(out + used, used < len ? len - used : 0, "%s%s", used ? " " : "", cmd);
     if (used >= len) break;
   }
