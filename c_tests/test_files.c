@@ -1,9 +1,10 @@
 /* What the file system can throw at an operation: a FIFO where a backup, a lock file or a store
    database should be (refused, never blocking a worker), a directory the file system refuses
    (WM_E_ACCESS_DENIED), a file size limit (WM_E_DISK_FULL), a backup that appears while a
-   no-overwrite backup runs (left as it is: WM_E_BACKUP_EXISTS), a header whose count never
-   authenticated (END reports total 0), VERIFY_ONLY writing nothing (not even a pending device identity),
-   and DataPath choosing the embedded service and the default store without setenv. */
+   no-overwrite backup runs, before or while it is written (left as it is:
+   WM_E_BACKUP_EXISTS), a header whose count never authenticated (END reports total 0),
+   VERIFY_ONLY writing nothing (not even a pending device identity), and DataPath choosing the
+   embedded service and the default store without setenv. */
 #include "test_util.h"
 #include "restorer_util.h"
 
@@ -191,31 +192,47 @@ static void disk_full_case(void) {
 }
 
 /* A backup without WM_BACKUP_OVERWRITE while someone else's file appears at licenses.wmlb after
-   the starting call checked: the file is left exactly as it is. */
+   the starting call checked: at BEGIN (before the job looks), or at a RESTRICTED_LICENSE event
+   (while the backup is being written, after the job looked). The file is left exactly as it
+   is. */
 static const char *g_race_file;
+static int g_race_status, g_race_written;
 static void race_callback(const wm_event *e, void *context) {
-  if (e->status == WM_STATUS_BACKUPRESTORE_BEGIN) (void)wmr_write_file(g_race_file, "not ours", 8);
+  if ((int)e->status == g_race_status && !g_race_written) {
+    g_race_written = 1;
+    (void)wmr_write_file(g_race_file, "not ours", 8);
+  }
   wmr_callback(e, context);
 }
 
-static void no_overwrite_race_case(void) {
+static void no_overwrite_race_case(int at_status) {
   char store[600], bdir[600], file[700];
+  const char *tag = at_status == WM_STATUS_BACKUPRESTORE_BEGIN ? "begin" : "mid";
   wmr_recorder rec;
   wm_backup_restorer *r = NULL;
   uint8_t *bytes = NULL;
   size_t len = 0;
 
-  snprintf(store, sizeof store, "%s/race-store", g_home);
-  snprintf(bdir, sizeof bdir, "%s/race-backup", g_home);
+  snprintf(store, sizeof store, "%s/race-store-%s", g_home, tag);
+  snprintf(bdir, sizeof bdir, "%s/race-backup-%s", g_home, tag);
   snprintf(file, sizeof file, "%s/licenses.wmlb", bdir);
   g_race_file = file;
+  g_race_status = at_status;
+  g_race_written = 0;
   REQUIRE_OK(wmr_put(store, g_lic, NL));
+  if (at_status == WM_STATUS_RESTRICTED_LICENSE) {
+    /* One license the backup skips: its event comes in the middle of writing. */
+    wm_license restricted = g_lic[NL / 2];
+    restricted.rights = WM_RIGHT_PLAYBACK;
+    REQUIRE_OK(wmr_put(store, &restricted, 1));
+  }
   CHECK(mkdir(bdir, 0700) == 0);
   wmr_init(&rec);
   REQUIRE_OK(wm_backup_restorer_create(race_callback, &rec, &r));
   REQUIRE_OK(wmr_set_str(r, WM_PROP_STORE_PATH, store));
   REQUIRE_OK(wmr_set_str(r, WM_PROP_BACKUP_PATH, bdir));
   CHECK_HR(run_guarded(r, &rec, 1, 0, "no-overwrite race"), WM_S_OK);
+  CHECK(g_race_written);
   CHECK_HR(wmr_end(&rec).hr, WM_E_BACKUP_EXISTS);
   CHECK(wmr_read_file(file, &bytes, &len) == 0);
   CHECK(len == 8 && bytes && memcmp(bytes, "not ours", 8) == 0);
@@ -357,7 +374,8 @@ int main(void) {
   fifo_cases();
   access_denied_case();
   disk_full_case();
-  no_overwrite_race_case();
+  no_overwrite_race_case(WM_STATUS_BACKUPRESTORE_BEGIN);
+  no_overwrite_race_case(WM_STATUS_RESTRICTED_LICENSE);
   unauthenticated_total_case();
   data_path_case();
   wmt_rm_rf(g_home);
