@@ -8,22 +8,23 @@
 
 #![no_main]
 
+mod common;
+
+use common::*;
 use libfuzzer_sys::fuzz_target;
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 use std::sync::OnceLock;
 use wmlicense::event::wm_event;
 use wmlicense::restorer::*;
 use wmlicense::result::*;
 
-/// With WMLICENSE_FUZZ_TRACE set, every call and its result go to stderr (to read a crash).
-fn trace(function: &str, hr: wm_hresult) {
-    static ON: OnceLock<bool> = OnceLock::new();
-    if *ON.get_or_init(|| std::env::var_os("WMLICENSE_FUZZ_TRACE").is_some()) {
-        eprintln!("{function} -> 0x{:08x}", hr as u32);
-    }
-}
-
-const NAMES: [&str; 4] = ["BackupPath", "RestorePath", "StorePath", "ServiceUrl"];
+const NAMES: [&str; 5] = [
+    "BackupPath",
+    "RestorePath",
+    "StorePath",
+    "ServiceUrl",
+    "DataPath",
+];
 const NAME_MAX: usize = 256;
 const VALUE_MAX: usize = 4096;
 const CANARY: u8 = 0xA5;
@@ -42,62 +43,6 @@ fn restorer() -> *mut wm_backup_restorer {
         assert_eq!(hr, WM_S_OK);
         r as usize
     }) as *mut wm_backup_restorer
-}
-
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((b, rest)) => {
-                self.0 = rest;
-                *b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.byte(), self.byte()])
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-}
-
-/// The restorer argument of a call: mostly the live one, sometimes NULL or a foreign token.
-#[derive(Clone, Copy)]
-enum Handle {
-    Live,
-    Null,
-    Foreign,
-}
-
-impl Handle {
-    fn pick(inp: &mut Input) -> Handle {
-        match inp.byte() {
-            0..=243 => Handle::Live,
-            244..=249 => Handle::Null,
-            _ => Handle::Foreign,
-        }
-    }
-    fn ptr(self) -> *mut wm_backup_restorer {
-        match self {
-            Handle::Live => restorer(),
-            Handle::Null => std::ptr::null_mut(),
-            // Tokens are multiples of 16 counted up from 16: this one is never issued.
-            Handle::Foreign => (usize::MAX & !0xF) as *mut wm_backup_restorer,
-        }
-    }
-    fn error(self) -> Option<wm_hresult> {
-        match self {
-            Handle::Live => None,
-            Handle::Null => Some(WM_E_POINTER),
-            Handle::Foreign => Some(WM_E_HANDLE),
-        }
-    }
 }
 
 /// A name argument: NULL, or a buffer that is NUL-terminated or, when `terminated` is false,
@@ -123,10 +68,10 @@ impl Name {
         }
         let mut bytes = match inp.byte() % 10 {
             0..=3 => {
-                let n = NAMES[inp.byte() as usize % 4];
+                let n = NAMES[inp.byte() as usize % NAMES.len()];
                 flip_case(n, inp)
             }
-            4 => NAMES[inp.byte() as usize % 4].as_bytes().to_vec(),
+            4 => NAMES[inp.byte() as usize % NAMES.len()].as_bytes().to_vec(),
             5 => {
                 let n = inp.byte() as usize % 24;
                 inp.bytes(n)
@@ -144,7 +89,7 @@ impl Name {
             7 => return Name { buf: None },
             8 => {
                 // A known name with a byte added or taken away (maybe not UTF-8).
-                let mut v = NAMES[inp.byte() as usize % 4].as_bytes().to_vec();
+                let mut v = NAMES[inp.byte() as usize % NAMES.len()].as_bytes().to_vec();
                 match inp.byte() % 3 {
                     0 => {
                         v.pop();
@@ -156,7 +101,7 @@ impl Name {
             }
             _ => {
                 // A known name in non-ASCII look-alike case: not a match.
-                let mut v = NAMES[inp.byte() as usize % 4].as_bytes().to_vec();
+                let mut v = NAMES[inp.byte() as usize % NAMES.len()].as_bytes().to_vec();
                 let at = inp.byte() as usize % v.len();
                 v.splice(at..at + 1, "\u{17F}".bytes());
                 v
@@ -226,34 +171,6 @@ fn value_text(prop: usize, bytes: &[u8]) -> Option<String> {
         return None;
     }
     Some(s.to_owned())
-}
-
-fn check_code(function: &str, hr: wm_hresult, allowed: &[wm_hresult]) {
-    trace(function, hr);
-    assert!(
-        allowed.contains(&hr),
-        "{function} returned 0x{:08x}, allowed: {:x?}",
-        hr as u32,
-        allowed.iter().map(|c| *c as u32).collect::<Vec<_>>()
-    );
-    if hr < 0 {
-        // SAFETY: wm_last_error_message returns a valid NUL-terminated string.
-        let msg = unsafe { CStr::from_ptr(wmlicense::boundary::wm_last_error_message()) };
-        let msg = msg.to_string_lossy();
-        assert!(
-            msg.starts_with(&format!("{function}: ")) && msg.len() > function.len() + 2,
-            "{function} failed with the message {msg:?}"
-        );
-    }
-}
-
-/// Failure codes of which any may be reported; S_OK only when there is none.
-fn expect(function: &str, hr: wm_hresult, errors: &[wm_hresult]) {
-    if errors.is_empty() {
-        check_code(function, hr, &[WM_S_OK]);
-    } else {
-        check_code(function, hr, errors);
-    }
 }
 
 /// An output buffer of `len` declared bytes (or NULL) with canary bytes after it.
@@ -413,7 +330,8 @@ impl Fuzz {
         };
         let vptr = value.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
         // SAFETY: every pointer is NULL or owns at least the length given with it.
-        let hr = unsafe { wm_backup_restorer_set_prop(h.ptr(), name.ptr(), type_, vptr, len) };
+        let hr =
+            unsafe { wm_backup_restorer_set_prop(h.ptr(restorer()), name.ptr(), type_, vptr, len) };
 
         let mut errors = Vec::new();
         errors.extend(h.error());
@@ -472,7 +390,13 @@ impl Fuzz {
         };
         // SAFETY: every pointer is NULL or valid; the buffer holds `len` bytes.
         let hr = unsafe {
-            wm_backup_restorer_get_prop_by_name(h.ptr(), name.ptr(), tptr, out.ptr(), lptr)
+            wm_backup_restorer_get_prop_by_name(
+                h.ptr(restorer()),
+                name.ptr(),
+                tptr,
+                out.ptr(),
+                lptr,
+            )
         };
 
         let mut errors = Vec::new();
@@ -542,7 +466,7 @@ impl Fuzz {
         // SAFETY: every pointer is NULL or valid; the buffers hold the lengths given.
         let hr = unsafe {
             wm_backup_restorer_get_prop_by_index(
-                h.ptr(),
+                h.ptr(restorer()),
                 index,
                 nbuf.ptr().cast(),
                 nl,
@@ -602,7 +526,7 @@ impl Fuzz {
         let mut n = UNTOUCHED;
         let p: *mut u32 = if null { std::ptr::null_mut() } else { &mut n };
         // SAFETY: NULL or a valid out-pointer.
-        let hr = unsafe { wm_backup_restorer_get_prop_count(h.ptr(), p) };
+        let hr = unsafe { wm_backup_restorer_get_prop_count(h.ptr(restorer()), p) };
         let mut errors: Vec<wm_hresult> = h.error().into_iter().collect();
         if null {
             errors.push(WM_E_POINTER);
@@ -619,7 +543,7 @@ impl Fuzz {
         let h = Handle::pick(inp);
         let name = Name::pick(inp);
         // SAFETY: NULL or a valid name.
-        let hr = unsafe { wm_backup_restorer_remove_prop(h.ptr(), name.ptr()) };
+        let hr = unsafe { wm_backup_restorer_remove_prop(h.ptr(restorer()), name.ptr()) };
         let mut errors: Vec<wm_hresult> = h.error().into_iter().collect();
         let prop = name.resolve();
         match prop {
@@ -637,7 +561,7 @@ impl Fuzz {
     fn remove_all(&mut self, inp: &mut Input) {
         let h = Handle::pick(inp);
         // SAFETY: any handle value is allowed.
-        let hr = unsafe { wm_backup_restorer_remove_all_props(h.ptr()) };
+        let hr = unsafe { wm_backup_restorer_remove_all_props(h.ptr(restorer())) };
         let errors: Vec<wm_hresult> = h.error().into_iter().collect();
         expect("wm_backup_restorer_remove_all_props", hr, &errors);
         if hr == WM_S_OK {

@@ -12,6 +12,9 @@
 
 #![no_main]
 
+mod common;
+
+use common::*;
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_void, CStr};
@@ -19,14 +22,6 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use wmlicense::result::*;
 use wmlicense::store::*;
-
-/// With WMLICENSE_FUZZ_TRACE set, every call and its result go to stderr (to read a crash).
-fn trace(function: &str, hr: wm_hresult) {
-    static ON: OnceLock<bool> = OnceLock::new();
-    if *ON.get_or_init(|| std::env::var_os("WMLICENSE_FUZZ_TRACE").is_some()) {
-        eprintln!("{function} -> 0x{:08x}", hr as u32);
-    }
-}
 
 const KEY_ID_MAX: usize = 64;
 const CONTENT_KEY_MAX: usize = 64;
@@ -65,61 +60,6 @@ fn store() -> *mut wm_license_store {
         assert_eq!(hr, WM_S_OK, "cannot open the store in {}", dir.display());
         s as usize
     }) as *mut wm_license_store
-}
-
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((b, rest)) => {
-                self.0 = rest;
-                *b
-            }
-            None => 0,
-        }
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
-    }
-    fn u64(&mut self) -> u64 {
-        (self.u32() as u64) << 32 | self.u32() as u64
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Handle {
-    Live,
-    Null,
-    Foreign,
-}
-
-impl Handle {
-    fn pick(inp: &mut Input) -> Handle {
-        match inp.byte() {
-            0..=243 => Handle::Live,
-            244..=249 => Handle::Null,
-            _ => Handle::Foreign,
-        }
-    }
-    fn ptr(self) -> *mut wm_license_store {
-        match self {
-            Handle::Live => store(),
-            Handle::Null => std::ptr::null_mut(),
-            // Tokens are multiples of 16 counted up from 16: this one is never issued.
-            Handle::Foreign => (usize::MAX & !0xF) as *mut wm_license_store,
-        }
-    }
-    fn error(self) -> Option<wm_hresult> {
-        match self {
-            Handle::Live => None,
-            Handle::Null => Some(WM_E_POINTER),
-            Handle::Foreign => Some(WM_E_HANDLE),
-        }
-    }
 }
 
 /// A (pointer, length) byte argument: NULL or an owned buffer at least `len` long.
@@ -381,30 +321,6 @@ unsafe extern "C" fn visitor(l: *const wm_license, ctx: *mut c_void) -> i32 {
     (v.stop_after != 0 && v.seen.len() >= v.stop_after) as i32
 }
 
-fn check_code(function: &str, hr: wm_hresult, errors: &[wm_hresult]) {
-    trace(function, hr);
-    let allowed: &[wm_hresult] = if errors.is_empty() {
-        &[WM_S_OK]
-    } else {
-        errors
-    };
-    assert!(
-        allowed.contains(&hr),
-        "{function} returned 0x{:08x}, allowed: {:x?}",
-        hr as u32,
-        allowed.iter().map(|c| *c as u32).collect::<Vec<_>>()
-    );
-    if hr < 0 {
-        // SAFETY: wm_last_error_message returns a valid NUL-terminated string.
-        let msg = unsafe { CStr::from_ptr(wmlicense::boundary::wm_last_error_message()) };
-        let msg = msg.to_string_lossy();
-        assert!(
-            msg.starts_with(&format!("{function}: ")) && msg.len() > function.len() + 2,
-            "{function} failed with the message {msg:?}"
-        );
-    }
-}
-
 struct Fuzz {
     model: BTreeMap<Vec<u8>, Lic>,
 }
@@ -435,7 +351,7 @@ impl Fuzz {
         let c = l.c();
         let p: *const wm_license = if null { std::ptr::null() } else { &c };
         // SAFETY: NULL or a license whose pointers own the lengths given.
-        let hr = unsafe { wm_license_store_put(h.ptr(), p) };
+        let hr = unsafe { wm_license_store_put(h.ptr(store()), p) };
         let mut errors: Vec<wm_hresult> = h.error().into_iter().collect();
         let expected = if null {
             errors.push(WM_E_POINTER);
@@ -449,7 +365,7 @@ impl Fuzz {
                 }
             }
         };
-        check_code("wm_license_store_put", hr, &errors);
+        expect("wm_license_store_put", hr, &errors);
         if hr == WM_S_OK {
             let lic = expected.unwrap();
             self.model.insert(lic.key_id.clone(), lic);
@@ -467,7 +383,7 @@ impl Fuzz {
             _ => (cs.as_ptr(), n),
         };
         // SAFETY: NULL or `count` licenses whose pointers own the lengths given.
-        let hr = unsafe { wm_license_store_put_many(h.ptr(), ptr, count) };
+        let hr = unsafe { wm_license_store_put_many(h.ptr(store()), ptr, count) };
         let mut errors: Vec<wm_hresult> = h.error().into_iter().collect();
         let mut good = Vec::new();
         if ptr.is_null() && count > 0 {
@@ -480,7 +396,7 @@ impl Fuzz {
                 }
             }
         }
-        check_code("wm_license_store_put_many", hr, &errors);
+        expect("wm_license_store_put_many", hr, &errors);
         if hr == WM_S_OK {
             for lic in good {
                 self.model.insert(lic.key_id.clone(), lic);
@@ -497,7 +413,7 @@ impl Fuzz {
         // SAFETY: key owns its length or is NULL; the context is a live Visit.
         let hr = unsafe {
             wm_license_store_get(
-                h.ptr(),
+                h.ptr(store()),
                 key.ptr(),
                 key.len,
                 cb,
@@ -513,7 +429,7 @@ impl Fuzz {
         if errors.is_empty() && found.is_none() {
             errors.push(WM_E_NOT_FOUND);
         }
-        check_code("wm_license_store_get", hr, &errors);
+        expect("wm_license_store_get", hr, &errors);
         if hr == WM_S_OK {
             assert_eq!(v.seen.len(), 1, "get visits once");
             assert_eq!(Some(&v.seen[0]), found, "get hands back another license");
@@ -527,13 +443,13 @@ impl Fuzz {
         let h = Handle::pick(inp);
         let key = Bytes::key(inp);
         // SAFETY: key owns its length or is NULL.
-        let hr = unsafe { wm_license_store_remove(h.ptr(), key.ptr(), key.len) };
+        let hr = unsafe { wm_license_store_remove(h.ptr(store()), key.ptr(), key.len) };
         let mut errors: Vec<wm_hresult> = h.error().into_iter().collect();
         let k = key.check(KEY_ID_MAX, WM_E_INVALID_KID, &mut errors);
         if errors.is_empty() && !self.model.contains_key(&k) {
             errors.push(WM_E_NOT_FOUND);
         }
-        check_code("wm_license_store_remove", hr, &errors);
+        expect("wm_license_store_remove", hr, &errors);
         if hr == WM_S_OK {
             self.model.remove(&k);
         }
@@ -545,12 +461,12 @@ impl Fuzz {
         let mut n = u64::MAX;
         let p: *mut u64 = if null { std::ptr::null_mut() } else { &mut n };
         // SAFETY: NULL or a valid out-pointer.
-        let hr = unsafe { wm_license_store_count(h.ptr(), p) };
+        let hr = unsafe { wm_license_store_count(h.ptr(store()), p) };
         let mut errors: Vec<wm_hresult> = h.error().into_iter().collect();
         if null {
             errors.push(WM_E_POINTER);
         }
-        check_code("wm_license_store_count", hr, &errors);
+        expect("wm_license_store_count", hr, &errors);
         if hr == WM_S_OK {
             assert_eq!(n, self.model.len() as u64, "count differs from the model");
         } else {
@@ -564,12 +480,13 @@ impl Fuzz {
         let mut v = self.visit_context(inp);
         let cb: wm_license_visitor = if no_visitor { None } else { Some(visitor) };
         // SAFETY: the context is a live Visit.
-        let hr = unsafe { wm_license_store_for_each(h.ptr(), cb, (&mut v as *mut Visit).cast()) };
+        let hr =
+            unsafe { wm_license_store_for_each(h.ptr(store()), cb, (&mut v as *mut Visit).cast()) };
         let mut errors: Vec<wm_hresult> = h.error().into_iter().collect();
         if no_visitor {
             errors.push(WM_E_POINTER);
         }
-        check_code("wm_license_store_for_each", hr, &errors);
+        expect("wm_license_store_for_each", hr, &errors);
         if hr == WM_S_OK {
             let want: Vec<&Lic> = match v.stop_after {
                 0 => self.model.values().collect(),
