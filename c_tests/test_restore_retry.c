@@ -72,6 +72,13 @@ int main(void) {
   CHECK_HR(wmr_end(&rec).hr, WM_E_RESTORE_FRAUD);
   CHECK(!wmr_exists(other));
 
+  /* A refusal is not replayed to the next attempt: once the limit allows another device, the
+     same place (the same pending device) is granted. */
+  setenv("WMLICENSE_RESTORE_DEVICE_LIMIT", "2", 1);
+  CHECK_HR(wmr_run_restore(r, &rec, WM_RESTORE_INDIVIDUALIZE), WM_S_OK);
+  CHECK_END(&rec, WM_S_OK, 300, 300, 0);
+  CHECK(wmr_exists(other));
+
   wm_backup_restorer_destroy(r);
   wmr_free(&rec);
   unsetenv("WMLICENSE_RESTORE_DEVICE_LIMIT");

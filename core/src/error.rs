@@ -87,12 +87,23 @@ fn io_class(e: &io::Error) -> IoClass {
     if e.kind() == io::ErrorKind::PermissionDenied {
         return IoClass::AccessDenied;
     }
+    #[cfg(unix)]
     match e.raw_os_error() {
         // EFBIG: the file may not grow (a file size limit): no space for it either.
         Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => IoClass::DiskFull,
         Some(libc::EROFS) | Some(libc::EPERM) | Some(libc::EACCES) => IoClass::AccessDenied,
         _ => IoClass::Other,
     }
+    #[cfg(windows)]
+    match e.raw_os_error() {
+        // ERROR_HANDLE_DISK_FULL, ERROR_DISK_FULL, ERROR_DISK_QUOTA_EXCEEDED
+        Some(39) | Some(112) | Some(1295) => IoClass::DiskFull,
+        // ERROR_WRITE_PROTECT
+        Some(19) => IoClass::AccessDenied,
+        _ => IoClass::Other,
+    }
+    #[cfg(not(any(unix, windows)))]
+    IoClass::Other
 }
 
 impl From<rusqlite::Error> for Error {

@@ -85,6 +85,18 @@ impl PendingIdentity {
         Self::load(store_dir)?.ok_or_else(|| Error::Store(format!("{} vanished", path.display())))
     }
 
+    /// After a definite refusal: the next attempt asks anew (a freed slot or a raised limit
+    /// can change the answer, which a replayed request ID never would), as the same device.
+    pub fn renew_request(store_dir: &Path) -> Result<()> {
+        let Some(mut pending) = Self::load(store_dir)? else {
+            return Ok(());
+        };
+        pending.request_id = crypto::random_array()?;
+        let path = Self::path(store_dir);
+        fsutil::replace_file_atomically(&path, &pending.encode())
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), &e, Error::Store))
+    }
+
     /// Forgets the pending identity of `store_dir` (its store is installed).
     pub fn remove(store_dir: &Path) {
         let path = Self::path(store_dir);

@@ -41,12 +41,21 @@ impl Task {
     pub fn run(self: Arc<Self>) {
         let mut next = Some(self);
         while let Some(task) = next.take() {
-            let body = lock(&task.body).take();
-            if let Some(body) = body {
-                // A body catches its own panics; this keeps the worker alive if one slips out.
-                next = catch_unwind(AssertUnwindSafe(body)).unwrap_or(None);
-            }
+            next = task.run_one();
         }
+    }
+
+    /// Runs the task's own body (unless it ran already) and returns its follow-up.
+    fn run_one(&self) -> Option<Arc<Task>> {
+        let body = lock(&self.body).take()?;
+        // A body catches its own panics; this keeps the worker alive if one slips out.
+        catch_unwind(AssertUnwindSafe(body)).unwrap_or(None)
+    }
+
+    /// Takes the body of a task that has not started, so that it never runs; `false` when a
+    /// worker has it already.
+    pub fn take_unstarted(&self) -> bool {
+        lock(&self.body).take().is_some()
     }
 
     /// Whether the task has been taken by a worker (or was run inline).
@@ -258,10 +267,15 @@ fn worker(q: &Queues, extra: bool) {
 }
 
 /// The express worker: only expedited tasks (cancelled operations that never started), so their
-/// END never waits behind running operations.
+/// END never waits behind running operations. A follow-up (an operation started from such an
+/// END) goes to the normal queue: it is real work and must not hold the express queue up.
 fn express_worker(q: &Queues) {
     while let Ok(task) = q.express.1.recv() {
-        task.run();
+        if let Some(next) = task.run_one() {
+            if q.normal.0.send(next.clone()).is_err() {
+                next.run();
+            }
+        }
     }
 }
 

@@ -314,8 +314,8 @@ impl Restorer {
         }
         drop(st);
         if let Err(e) = pool::submit(task.clone()) {
-            if task.started() {
-                // Cancelled and expedited meanwhile: it ran, END included.
+            if !task.take_unstarted() {
+                // Cancelled and expedited meanwhile: a worker runs it, END included.
                 return Ok(());
             }
             let mut st = lock(&self.shared.state);

@@ -80,7 +80,9 @@ impl Store {
         Self::open_with(dir, false, None)
     }
 
-    /// Creates a store that continues `lineage_id` (a store created by a restore).
+    /// Creates a store that continues `lineage_id` in a staging directory that the caller
+    /// holds locked (a store being built by a restore): it does not take the directory's lock
+    /// again.
     pub fn create_with_lineage(dir: &Path, lineage_id: [u8; 16]) -> Result<Store> {
         Self::open_with(dir, true, Some(lineage_id))
     }
@@ -97,7 +99,7 @@ impl Store {
             fsutil::create_private_dir_all(dir).map_err(|e| {
                 Error::io(format!("cannot create {}", dir.display()), &e, Error::Store)
             })?;
-            if !Self::exists(dir) {
+            if !Self::exists(dir) && lineage.is_none() {
                 // Creating a store holds its directory's lock, which a restore installing a new
                 // store at the same place takes too: neither sees the other's half-made store.
                 _creating = Some(fsutil::FileLock::lock_dir(dir, &|| false).map_err(|e| {

@@ -27,6 +27,18 @@ fn dead_pid() -> u32 {
     pid
 }
 
+/// Holds a directory's lock as a live restore holds its staging directory's.
+fn lock_dir(dir: &Path) -> std::fs::File {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::File::open(dir).unwrap();
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    f
+}
+
 fn staging(parent: &Path, store: &str, pid: u32, tag: &str) -> PathBuf {
     let d = parent.join(format!(".{store}.{pid}.{tag}.tmp"));
     std::fs::create_dir_all(&d).unwrap();
@@ -72,13 +84,16 @@ fn a_restore_sweeps_dead_staging_directories_and_dead_backup_temporaries() {
     .unwrap();
 
     let dead = dead_pid();
-    let gone = staging(&stores, "target", dead, "00aa");
-    let discarded = stores.join(format!(".target.{dead}.11bb.discarded"));
+    let gone = staging(&stores, "target", dead, "00aa00aa00aa00aa");
+    let discarded = stores.join(format!(".target.{dead}.11bb11bb11bb11bb.discarded"));
     std::fs::create_dir_all(&discarded).unwrap();
-    // Process 1 is alive: its staging directory may be in use and is left alone.
-    let live = staging(&stores, "target", 1, "22cc");
-    // Another store's staging directory is not this restore's business.
-    let other = staging(&stores, "other", dead, "33dd");
+    // A live writer holds its staging directory's lock, whatever its pid says.
+    let live = staging(&stores, "target", dead, "22cc22cc22cc22cc");
+    let _held = lock_dir(&live);
+    // Another store's staging directory is not this restore's business, also when that store's
+    // name starts like this one's (`target.2024`).
+    let other = staging(&stores, "other", dead, "33dd33dd33dd33dd");
+    let sibling = staging(&stores, "target.2024", dead, "55ff55ff55ff55ff");
     let tmp = backup_dir.join(format!(".licenses.wmlb.{dead}.44ee.tmp"));
     std::fs::write(&tmp, b"half a backup").unwrap();
 
@@ -108,6 +123,10 @@ fn a_restore_sweeps_dead_staging_directories_and_dead_backup_temporaries() {
     assert!(
         other.exists(),
         "another store's staging directory was removed"
+    );
+    assert!(
+        sibling.exists(),
+        "a sibling store's staging directory was removed"
     );
     assert!(
         !tmp.exists(),

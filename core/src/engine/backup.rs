@@ -29,18 +29,37 @@ pub(super) struct BackupDirLock {
 }
 
 impl BackupDirLock {
-    /// Takes the directory; `Busy` when another writer has it.
+    /// Takes the directory; `Busy` when another writer has it. A restore sweeping the
+    /// directory holds it for a moment only: that is waited for.
     fn acquire(dir: &Path) -> Result<BackupDirLock> {
-        Self::try_acquire(dir)?.ok_or_else(|| {
-            Error::Busy(format!(
-                "another backup is being written to {} right now",
-                dir.display()
-            ))
-        })
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
+        loop {
+            if let Some(lock) = Self::try_acquire(dir)? {
+                return Ok(lock);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Busy(format!(
+                    "another backup is being written to {} right now",
+                    dir.display()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Sweeps `dir` (see [`BackupDirLock::sweep_dead_writers`]) if no writer is at work there.
+    /// Creates nothing: without a lock file no backup was ever written there.
+    pub(super) fn sweep_if_idle(dir: &Path) {
+        if !dir.join(format!(".{BACKUP_FILE}.lock")).is_file() {
+            return;
+        }
+        if let Ok(Some(lock)) = Self::try_acquire(dir) {
+            lock.sweep_dead_writers();
+        }
     }
 
     /// Takes the directory, or `None` when another writer has it.
-    pub(super) fn try_acquire(dir: &Path) -> Result<Option<BackupDirLock>> {
+    fn try_acquire(dir: &Path) -> Result<Option<BackupDirLock>> {
         let dir = dir.canonicalize().map_err(|e| {
             Error::io(
                 format!("cannot resolve {}", dir.display()),

@@ -7,28 +7,25 @@ use crate::error::{Error, Result};
 use crate::fsutil::{self, FileLock};
 use crate::identity::IDENTITY_FILE;
 use crate::store::DB_FILE;
-use crate::sync::lock;
-use once_cell::sync::Lazy;
-use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-/// Staging directories this process is building now.
-static LIVE: Lazy<Mutex<HashSet<PathBuf>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 
 /// A staging directory: removed unless its store was installed. Its name is
-/// `.<store name>.<pid>.<random>.tmp` beside the store's place, so that a sweep can tell a live
-/// writer's from a dead one's.
+/// `.<store name>.<pid>.<16 hex digits>.tmp` beside the store's place, and it is locked (flock on
+/// the directory) for as long as it is in use, so that a sweep can tell a live writer's from a
+/// dead one's whatever the process, the namespace or the machine.
 pub(super) struct Staging {
     dir: PathBuf,
     installed: bool,
     /// Where a discarded staging store's deletion is left, so that it does not hold up END.
     cancel: Cancel,
+    _lock: FileLock,
 }
 
 impl Staging {
     /// Creates a fresh staging directory beside `store_dir` (creating the parent if needed).
+    /// It is made and locked under another name (`….new`) that no sweep touches, then renamed:
+    /// a sweep never sees it unlocked.
     pub(super) fn create(store_dir: &Path, cancel: &Cancel) -> Result<Staging> {
         let failed = |what: &Path, e: std::io::Error| {
             Error::io(
@@ -42,14 +39,21 @@ impl Staging {
         }
         let dir = fsutil::temp_path_for(store_dir)
             .map_err(|e| Error::store("cannot name a staging directory", e))?;
-        lock(&LIVE).insert(dir.clone());
-        let staging = Staging {
-            dir: dir.clone(),
+        let making = dir.with_extension("new");
+        fsutil::create_private_dir_all(&making).map_err(|e| failed(&making, e))?;
+        let lock = FileLock::try_lock(fs::File::open(&making).map_err(|e| failed(&making, e))?)
+            .map_err(|e| failed(&making, e))?
+            .ok_or_else(|| Error::Store(format!("{} is locked by another", making.display())))?;
+        if let Err(e) = fs::rename(&making, &dir) {
+            let _ = fs::remove_dir_all(&making);
+            return Err(failed(&dir, e));
+        }
+        Ok(Staging {
+            dir,
             installed: false,
             cancel: cancel.clone(),
-        };
-        fsutil::create_private_dir_all(&dir).map_err(|e| failed(&dir, e))?;
-        Ok(staging)
+            _lock: lock,
+        })
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -71,33 +75,31 @@ impl Drop for Staging {
                 let _ = fs::remove_dir_all(doomed);
             });
         }
-        lock(&LIVE).remove(&self.dir);
     }
 }
 
-/// Whether process `pid` is alive (a process we may not signal is alive too).
-fn process_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        let Ok(pid) = libc::pid_t::try_from(pid) else {
-            return true;
-        };
-        // SAFETY: signal 0 only checks that the process exists.
-        if unsafe { libc::kill(pid, 0) } == 0 {
-            return true;
-        }
-        std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
-    }
+/// Whether `rest` (a name after its `.<store name>.` prefix) is `<pid>.<16 hex>.tmp`,
+/// `….new` or `….discarded`: exactly what [`Staging`] names, and not a sibling store's staging directory
+/// (`.<store name>.<suffix>.<pid>.<hex>.tmp`).
+fn is_staging_tag(rest: &str) -> bool {
+    let Some(tag) = rest
+        .strip_suffix(".tmp")
+        .or_else(|| rest.strip_suffix(".discarded"))
+        .or_else(|| rest.strip_suffix(".new"))
+    else {
+        return false;
+    };
+    let Some((pid, hex)) = tag.split_once('.') else {
+        return false;
+    };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && hex.len() == 16
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Removes the staging directories beside `store_dir` whose writer died: its process is gone,
-/// or it is this process and no restore of this process builds it. A staging directory of a
-/// live process is never touched.
+/// Removes the staging directories beside `store_dir` whose writer died: nobody holds their
+/// lock. A live writer's (in this process or any other) is locked and never touched.
 pub(super) fn sweep_dead_staging(store_dir: &Path) {
     let (Some(parent), Some(name)) = (store_dir.parent(), store_dir.file_name()) else {
         return;
@@ -108,36 +110,21 @@ pub(super) fn sweep_dead_staging(store_dir: &Path) {
         parent
     };
     let prefix = format!(".{}.", name.to_string_lossy());
-    let own = std::process::id();
     for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
         let file_name = entry.file_name();
         let file_name = file_name.to_string_lossy();
         let Some(rest) = file_name.strip_prefix(&prefix) else {
             continue;
         };
-        let Some(tag) = rest
-            .strip_suffix(".tmp")
-            .or_else(|| rest.strip_suffix(".discarded"))
-        else {
+        if !is_staging_tag(rest) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
-        };
-        // <pid>.<random hex>
-        let Some(pid) = tag
-            .split_once('.')
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
+        }
         let path = entry.path();
-        let dead = if pid == own {
-            let live = lock(&LIVE);
-            !live.contains(&path)
-                && !live.contains(&parent.join(&*file_name))
-                && rest.ends_with(".tmp")
-        } else {
-            !process_alive(pid)
+        let Ok(dir) = fs::File::open(&path) else {
+            continue;
         };
-        if dead && entry.file_type().is_ok_and(|t| t.is_dir()) {
+        if let Ok(Some(_dead)) = FileLock::try_lock(dir) {
+            // Deleted while locked: a writer starting now cannot pick it up.
             let _ = fs::remove_dir_all(&path);
         }
     }

@@ -59,10 +59,8 @@ pub fn restore(
     cancel.check()?;
     if job.restore_path.is_dir() && !job.verify_only {
         // An operation on a backup directory sweeps what a dead backup writer left there,
-        // unless a live one is at work.
-        if let Ok(Some(dir_lock)) = BackupDirLock::try_acquire(&job.restore_path) {
-            dir_lock.sweep_dead_writers();
-        }
+        // unless a live one is at work (a backup starting meanwhile waits for the sweep).
+        BackupDirLock::sweep_if_idle(&job.restore_path);
     }
     let path = backup_file_of(&job.restore_path);
     let mut input = BufReader::with_capacity(256 * 1024, open_backup(&path)?);
@@ -122,12 +120,13 @@ pub fn restore(
     let sealed = match granted {
         Ok(s) => s,
         Err(e) => {
-            if let Error::RestoreFraud {
-                help_url: Some(url),
-                ..
-            } = &e
-            {
-                rep.event(Event::ErrorWithUrl(url), c);
+            if let Error::RestoreFraud { help_url, .. } = &e {
+                if let Some(url) = help_url {
+                    rep.event(Event::ErrorWithUrl(url), c);
+                }
+                if matches!(target, Target::New { .. }) {
+                    PendingIdentity::renew_request(&store_dir)?;
+                }
             }
             return Err(e);
         }
