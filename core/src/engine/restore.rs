@@ -93,7 +93,8 @@ pub fn restore(
         let pending = PendingIdentity::for_restore(&store_dir, header.backup_id)?;
         pending.identity.save_new(staging.path())?;
         request_id = Some(pending.request_id);
-        let store = Store::create_with_lineage(staging.path(), header.lineage_id)?;
+        // A new store has its own lineage; the licenses it receives keep theirs.
+        let store = Store::open(staging.path())?;
         Target::New { store, staging }
     };
     if let Target::Existing(s) | Target::New { store: s, .. } = &target {
@@ -146,16 +147,13 @@ pub fn restore(
         counters: c,
         clock: ProgressClock::new(),
         now: unix_now(),
+        lineage: header.lineage_id,
     };
     let commit = !job.verify_only;
     match target {
-        Target::Existing(mut store) => {
-            // An empty store that receives a backup continues its lineage, as a store created by
-            // the restore would: backing it up again must not start a fresh restore count.
-            stream.import_into(&mut store, commit, Some(header.lineage_id))?
-        }
+        Target::Existing(mut store) => stream.import_into(&mut store, commit)?,
         Target::New { mut store, staging } => {
-            stream.import_into(&mut store, commit, None)?;
+            stream.import_into(&mut store, commit)?;
             if commit {
                 // The new store exists only once installed: until then a cancel still discards
                 // it. The checkpoint (the slow part of closing a large store) is interruptible.
@@ -180,6 +178,8 @@ struct RestoreStream<'a> {
     counters: &'a mut Counters,
     clock: ProgressClock,
     now: i64,
+    /// The lineage every license of a version 1 backup belongs to.
+    lineage: [u8; 16],
 }
 
 impl RestoreStream<'_> {
@@ -199,20 +199,16 @@ impl RestoreStream<'_> {
         self.cancel.check()
     }
 
-    fn import_into(
-        &mut self,
-        store: &mut Store,
-        commit: bool,
-        adopt_lineage: Option<[u8; 16]>,
-    ) -> Result<()> {
+    fn import_into(&mut self, store: &mut Store, commit: bool) -> Result<()> {
         let mode = if commit {
-            ImportMode::Write { adopt_lineage }
+            ImportMode::Write
         } else {
             ImportMode::CheckOnly
         };
         let cancel = self.cancel.clone();
+        let lineage = self.lineage;
         store.import(mode, &move || cancel.is_set(), |imp| {
-            self.run(|l| imp.put_if_newer(l))
+            self.run(|l| imp.put_if_newer(l, &lineage))
         })
     }
 }
