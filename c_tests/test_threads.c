@@ -10,6 +10,9 @@
                      destroy returned.
    - chained_start:  thread X starts the next operation while the END callback (which sleeps)
                      is still running: the next BEGIN comes only after that END returned.
+   - spin_start:     thread X starts the next operation in a tight loop (retrying on BUSY), so
+                     the start lands the instant the previous operation turns idle to deliver
+                     END: that END still returns before the next BEGIN, callbacks never overlap.
    - mutual_destroy: two END callbacks destroy each other's restorer at the same time.
    - mutual_wait:    two END callbacks wait (WM_INFINITE) for each other's restorer.
    A case name as argument runs that case only. */
@@ -878,6 +881,168 @@ static void case_chained_start(void) {
   pthread_mutex_unlock(&ch.mu);
 }
 
+/* ================================================================ spinning start from another thread */
+
+/* An application thread calls wm_backup_restorer_backup in a tight loop, retrying on
+   WM_E_BACKUPRESTORE_BUSY, so that each start lands at the first instant the restorer accepts
+   it: the moment the previous operation turns idle to deliver its END. The next BEGIN must
+   still wait until that END has returned, and no two callbacks of the restorer may overlap.
+   A library that marks the restorer idle before it holds the right to deliver END lets such a
+   start reach another worker first; the window is short, so this catches it when the worker
+   delivering END is held up there (preempted), not on every run. */
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  long seq;
+  int inside, overlaps;
+  int begins, ends_entered, ends_returned;
+  int early_begins;       /* BEGINs entered before the previous END had returned */
+  int bad_ends;
+  char first_problem[200];
+} sp = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0, ""};
+
+static void spin_cb(const wm_event *e, void *context) {
+  long enter;
+  (void)context;
+  pthread_mutex_lock(&sp.mu);
+  enter = ++sp.seq;
+  if (sp.inside) {
+    sp.overlaps++;
+    if (!sp.first_problem[0])
+      snprintf(sp.first_problem, sizeof sp.first_problem, "%s entered (seq %ld) while another callback of the "
+               "restorer was inside", wmt_status_name(e->status), enter);
+  }
+  sp.inside++;
+  if (e->status == WM_STATUS_BACKUPRESTORE_BEGIN) {
+    /* Operation number sp.begins (0-based) begins: every END before it must have returned. */
+    if (sp.ends_returned < sp.begins) {
+      sp.early_begins++;
+      if (!sp.first_problem[0])
+        snprintf(sp.first_problem, sizeof sp.first_problem, "BEGIN of operation %d entered (seq %ld) before the "
+                 "END of operation %d had returned", sp.begins, enter, sp.begins - 1);
+    }
+    sp.begins++;
+  } else if (e->status == WM_STATUS_BACKUPRESTORE_END) {
+    if (e->hr != WM_S_OK) {
+      if (!sp.bad_ends)
+        wmth_fail(__FILE__, __LINE__, "spin_start: END %d carries 0x%08x (%s): %s", sp.ends_entered,
+                  (unsigned)e->hr, wm_hresult_message(e->hr), e->message ? e->message : "");
+      sp.bad_ends++;
+    }
+    sp.ends_entered++;
+    pthread_cond_broadcast(&sp.cv);
+  }
+  pthread_mutex_unlock(&sp.mu);
+
+  sched_yield(); /* widen the window in which an overlapping or early callback would be seen */
+
+  pthread_mutex_lock(&sp.mu);
+  sp.seq++;
+  sp.inside--;
+  if (e->status == WM_STATUS_BACKUPRESTORE_END) {
+    sp.ends_returned++;
+    pthread_cond_broadcast(&sp.cv);
+  }
+  pthread_mutex_unlock(&sp.mu);
+}
+
+/* Waits until sp.<field> >= value; 0 on timeout. */
+static int spin_wait(int *field, int value, unsigned timeout_ms) {
+  struct timespec d = wmth_deadline(timeout_ms);
+  int ok = 1;
+  pthread_mutex_lock(&sp.mu);
+  while (*field < value) {
+    if (pthread_cond_timedwait(&sp.cv, &sp.mu, &d) != 0 && *field < value) {
+      ok = 0;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&sp.mu);
+  return ok;
+}
+
+static int spin_get(int *field) {
+  int v;
+  pthread_mutex_lock(&sp.mu);
+  v = *field;
+  pthread_mutex_unlock(&sp.mu);
+  return v;
+}
+
+typedef struct {
+  wm_backup_restorer *r;
+  int max_ops;
+  double budget_ms;
+  int ops;
+  unsigned long busy;
+  int failed;
+} spin_x;
+
+/* The application thread: starts operation k+1 in a tight loop while operation k runs. */
+static void *spin_x_main(void *arg) {
+  spin_x *x = (spin_x *)arg;
+  double stop = wms_now_ms() + x->budget_ms;
+  while (x->ops < x->max_ops && wms_now_ms() < stop) {
+    double give_up = wms_now_ms() + wmth_limit_ms(10000);
+    wm_hresult hr;
+    for (;;) {
+      hr = wm_backup_restorer_backup(x->r, WM_BACKUP_OVERWRITE);
+      if (hr != WM_E_BACKUPRESTORE_BUSY || wms_now_ms() >= give_up) break;
+      x->busy++;
+    }
+    if (!TCHECK_HR(hr, WM_S_OK)) {
+      x->failed = 1;
+      break;
+    }
+    x->ops++;
+    /* This start was accepted because the operation before it turned idle: its END comes. */
+    if (!spin_wait(&sp.ends_entered, x->ops - 1, wmth_limit_ms(30000))) {
+      wmth_fail(__FILE__, __LINE__, "spin_start: END of operation %d never came", x->ops - 2);
+      x->failed = 1;
+      break;
+    }
+  }
+  return NULL;
+}
+
+static void case_spin_start(void) {
+  wm_backup_restorer *r = NULL;
+  spin_x x;
+  pthread_t tx;
+  char dir[4200];
+  double t0 = wms_now_ms();
+  memset(&x, 0, sizeof x);
+  x.max_ops = wms_quick() ? 100 : 2000;
+  x.budget_ms = wms_quick() ? 20000.0 : 10000.0;
+  snprintf(dir, sizeof dir, "%s/spin-backup", g_home);
+  REQUIRE_OK(wm_backup_restorer_create(spin_cb, NULL, &r));
+  REQUIRE_OK(wms_set_prop(r, WM_PROP_BACKUP_PATH, dir));
+  REQUIRE_OK(wms_set_prop(r, WM_PROP_STORE_PATH, g_small_store));
+  x.r = r;
+  tx = wmth_start(spin_x_main, &x);
+  pthread_join(tx, NULL);
+  if (!spin_wait(&sp.ends_returned, x.ops, wmth_limit_ms(30000)))
+    wmth_fail(__FILE__, __LINE__, "spin_start: %d END callbacks returned, expected %d", spin_get(&sp.ends_returned),
+              x.ops);
+  TCHECK_HR(wm_backup_restorer_wait(r, wmth_limit_ms(30000)), WM_S_OK);
+  wm_backup_restorer_destroy(r);
+
+  pthread_mutex_lock(&sp.mu);
+  if (sp.early_begins)
+    wmth_fail(__FILE__, __LINE__, "spin_start: %d of %d BEGINs came before the previous END had returned; first: %s",
+              sp.early_begins, x.ops - 1, sp.first_problem);
+  if (sp.overlaps)
+    wmth_fail(__FILE__, __LINE__, "spin_start: %d callback(s) entered while another callback of the restorer was "
+              "inside; first: %s", sp.overlaps, sp.first_problem);
+  if (sp.begins != x.ops || sp.ends_entered != x.ops)
+    wmth_fail(__FILE__, __LINE__, "spin_start: %d BEGIN, %d END for %d operations started", sp.begins,
+              sp.ends_entered, x.ops);
+  if (x.ops < 2 && !x.failed)
+    wmth_fail(__FILE__, __LINE__, "spin_start: only %d operation(s) in the time budget", x.ops);
+  printf("  spin_start: %d operations in %.0f ms, %lu BUSY retries\n", x.ops, wms_now_ms() - t0, x.busy);
+  pthread_mutex_unlock(&sp.mu);
+}
+
 /* ================================================================ callbacks acting on each other */
 
 typedef struct mutual mutual;
@@ -1041,8 +1206,8 @@ int main(int argc, char **argv) {
   static const test_case cases[] = {
       {"shared_handle", case_shared_handle, 120}, {"own_handles", case_own_handles, 120},
       {"close_race", case_close_race, 120},       {"restorer_storm", case_restorer_storm, 120},
-      {"chained_start", case_chained_start, 120}, {"mutual_destroy", case_mutual_destroy, 60},
-      {"mutual_wait", case_mutual_wait, 60},
+      {"chained_start", case_chained_start, 120}, {"spin_start", case_spin_start, 120},
+      {"mutual_destroy", case_mutual_destroy, 60}, {"mutual_wait", case_mutual_wait, 60},
   };
   size_t i, ran = 0;
   wms_fresh_home(g_home, sizeof g_home, "wmlicense-threads");

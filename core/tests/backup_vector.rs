@@ -1,15 +1,19 @@
-//! The committed test vector tests/vectors/backup-v1.wmlb: a small backup made from fixed keys
-//! and a fixed seed. The writer must reproduce it byte for byte, and the reader must parse it.
-//! Regenerate (only when the format version changes) with:
-//!   WMLICENSE_BLESS=1 cargo test --test backup_vector
+//! The committed test vectors: tests/vectors/backup-v1.wmlb, a small backup in one chunk, and
+//! tests/vectors/backup-v1-chunks.wmlb, licenses spread over several chunks of the smallest
+//! size. Both are made from fixed keys and a fixed seed; the writer must reproduce them byte for
+//! byte, and the reader must parse them into exactly their inputs. Regenerate (only when the
+//! format version changes) with:
+//!   WMLICENSE_BLESS=1 cargo test -p wmlicense-core --test backup_vector
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::ChaCha20Poly1305;
 use rand_core::{CryptoRng, RngCore};
 use std::path::Path;
-use wmlicense_core::crypto::{hpke_open_key, hpke_seal_key, KeyPair, SealedKey};
-use wmlicense_core::format::{self, BackupReader, BackupWriter, Header, INFO_DATA_KEY};
-use wmlicense_core::License;
+use wmlicense_core::crypto::{hpke_open_key, hpke_seal_key, KeyPair, SealedKey, TAG_LEN};
+use wmlicense_core::format::{
+    self, BackupReader, BackupWriter, Header, HEADER_LEN, INFO_DATA_KEY, MIN_CHUNK_SIZE,
+};
+use wmlicense_core::{Error, License};
 
 /// A deterministic CSPRNG (the ChaCha20 keystream of a seed, taken from the end of each 64-byte
 /// block): the HPKE encapsulation of the vector comes from it. Test-only.
@@ -95,15 +99,52 @@ fn licenses() -> Vec<License> {
     ]
 }
 
-fn header(service: &KeyPair, rng: &mut SeededRng) -> Header {
+/// Inputs of the chunked vector, also listed in docs/backup-format.md: 12 licenses, in key-ID
+/// order, with titles from none, empty and 1 byte to the 1024-byte maximum.
+fn chunked_licenses() -> Vec<License> {
+    let titles: [Option<String>; 12] = [
+        Some("So What".into()),
+        None,
+        Some("Freddie Freeloader ".repeat(30)),
+        Some("\u{e9}".repeat(512)),
+        Some(String::new()),
+        Some("Blue in Green ".repeat(18)),
+        Some("All Blues ".repeat(90)),
+        Some("Flamenco Sketches".into()),
+        Some("\u{266a}".repeat(100)),
+        None,
+        Some("Kind of Blue ".repeat(50)),
+        Some("x".into()),
+    ];
+    titles
+        .into_iter()
+        .enumerate()
+        .map(|(i, title)| {
+            let (begin_date, expiration_date) =
+                [(0, 0), (1_600_000_000, 1_900_000_000), (1_650_000_000, 0)][i % 3];
+            License {
+                key_id: format!("chunk-{i:02}").into_bytes(),
+                content_key: (0..1 + (i * 23) % 64).map(|j| (i * 16 + j) as u8).collect(),
+                title,
+                rights: [0x201, 0x209, 0x3FB, 0x200][i % 4],
+                play_count: [-1, 0, 5, 1000][i % 4],
+                begin_date,
+                expiration_date,
+                issued_at: 1_700_000_000 + i as i64,
+            }
+        })
+        .collect()
+}
+
+fn header(service: &KeyPair, rng: &mut SeededRng, license_count: u64, chunk_size: u32) -> Header {
     let mut h = Header {
         backup_id: [0x11; 16],
         lineage_id: [0x22; 16],
         source_device_id: [0x33; 16],
         created_at: 1_750_000_000,
-        license_count: 2,
+        license_count,
         service_key_id: [0x44; 16],
-        chunk_size: format::DEFAULT_CHUNK_SIZE,
+        chunk_size,
         sealed_data_key: SealedKey {
             encapped: [0; 32],
             ciphertext: [0; 48],
@@ -120,35 +161,81 @@ fn header(service: &KeyPair, rng: &mut SeededRng) -> Header {
     h
 }
 
-fn generate() -> Vec<u8> {
+fn generate(licenses: &[License], chunk_size: u32) -> Vec<u8> {
     let service = KeyPair::derive(SERVICE_IKM);
     let mut rng = SeededRng::new(SEED);
-    let h = header(&service, &mut rng);
+    let h = header(&service, &mut rng, licenses.len() as u64, chunk_size);
     let mut w = BackupWriter::new(Vec::new(), &h, &DATA_KEY).unwrap();
-    for l in licenses() {
-        w.push(&l).unwrap();
+    for l in licenses {
+        w.push(l).unwrap();
     }
     w.finish().unwrap()
 }
 
-#[test]
-fn writer_reproduces_the_committed_vector() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/backup-v1.wmlb");
-    let generated = generate();
+fn vector_path(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name)
+}
+
+/// Compares `generated` with the committed vector `name` (rewriting it first when blessing).
+fn check_committed(name: &str, generated: &[u8]) {
+    let path = vector_path(name);
     if std::env::var_os("WMLICENSE_BLESS").is_some() {
-        std::fs::write(&path, &generated).unwrap();
+        std::fs::write(&path, generated).unwrap();
     }
     let committed = std::fs::read(&path).expect("the committed vector exists");
-    assert_eq!(
-        committed, generated,
-        "the backup writer no longer produces the v1 vector"
+    assert!(
+        committed == generated,
+        "the backup writer no longer produces {name}"
+    );
+}
+
+/// Reads a whole backup with the vectors' data key.
+fn read_all(bytes: &[u8]) -> Result<Vec<License>, Error> {
+    let mut input = bytes;
+    let h = format::read_header(&mut input)?;
+    let mut r = BackupReader::new(input, &h, &DATA_KEY);
+    let mut got = Vec::new();
+    while let Some(l) = r.next_license()? {
+        got.push(l);
+    }
+    Ok(got)
+}
+
+/// The byte ranges of the chunks (length word included), from the length words.
+fn chunk_ranges(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = HEADER_LEN;
+    while at < bytes.len() {
+        let word = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let end = at + 4 + (word & 0x7FFF_FFFF) as usize;
+        out.push(at..end);
+        at = end;
+    }
+    assert_eq!(at, bytes.len(), "the chunks end where the file does");
+    out
+}
+
+#[test]
+fn writer_reproduces_the_committed_vector() {
+    check_committed(
+        "backup-v1.wmlb",
+        &generate(&licenses(), format::DEFAULT_CHUNK_SIZE),
+    );
+}
+
+#[test]
+fn writer_reproduces_the_chunked_vector() {
+    check_committed(
+        "backup-v1-chunks.wmlb",
+        &generate(&chunked_licenses(), MIN_CHUNK_SIZE),
     );
 }
 
 #[test]
 fn reader_parses_the_committed_vector() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/backup-v1.wmlb");
-    let bytes = std::fs::read(&path).expect("the committed vector exists");
+    let bytes = std::fs::read(vector_path("backup-v1.wmlb")).expect("the committed vector exists");
     assert_eq!(&bytes[..8], b"WMLB\x89\r\n\x1a");
     let mut input = &bytes[..];
     let h = format::read_header(&mut input).unwrap();
@@ -178,5 +265,97 @@ fn reader_parses_the_committed_vector() {
         assert!(!bytes
             .windows(l.content_key.len())
             .any(|w| w == &l.content_key[..]));
+    }
+}
+
+/// Size and chunk count of backup-v1-chunks.wmlb, as docs/backup-format.md gives them.
+const CHUNKED_SIZE: usize = 4863;
+const CHUNKED_CHUNKS: usize = 3;
+
+#[test]
+fn reader_parses_the_chunked_vector() {
+    let bytes =
+        std::fs::read(vector_path("backup-v1-chunks.wmlb")).expect("the committed vector exists");
+    assert_eq!(bytes.len(), CHUNKED_SIZE);
+    let mut input = &bytes[..];
+    let h = format::read_header(&mut input).unwrap();
+    assert_eq!(h.chunk_size, MIN_CHUNK_SIZE);
+    assert_eq!(h.license_count, 12);
+    let service = KeyPair::derive(SERVICE_IKM);
+    let data_key = hpke_open_key(
+        &service.secret,
+        INFO_DATA_KEY,
+        &h.core_bytes(),
+        &h.sealed_data_key,
+    )
+    .expect("the service key opens the data key");
+    assert_eq!(data_key, DATA_KEY);
+    assert_eq!(read_all(&bytes).unwrap(), chunked_licenses());
+
+    let chunks = chunk_ranges(&bytes);
+    assert_eq!(chunks.len(), CHUNKED_CHUNKS);
+    assert!(chunks.len() >= 3);
+    for (i, c) in chunks.iter().enumerate() {
+        let word = u32::from_le_bytes(bytes[c.start..c.start + 4].try_into().unwrap());
+        // Only the last chunk carries the flag, and no chunk holds more than the chunk size.
+        assert_eq!(word & 0x8000_0000 != 0, i == chunks.len() - 1, "chunk {i}");
+        assert!(
+            c.len() - 4 <= MIN_CHUNK_SIZE as usize + TAG_LEN,
+            "chunk {i}"
+        );
+        assert!(c.len() - 4 > TAG_LEN, "chunk {i} is empty");
+    }
+    // No content key appears in the clear (those under 8 bytes could match by chance).
+    for l in chunked_licenses()
+        .iter()
+        .filter(|l| l.content_key.len() >= 8)
+    {
+        assert!(!bytes
+            .windows(l.content_key.len())
+            .any(|w| w == &l.content_key[..]));
+    }
+}
+
+fn assert_corrupt(bytes: &[u8], what: &str) {
+    match read_all(bytes) {
+        Err(Error::BackupCorrupt(_)) => {}
+        other => panic!("{what}: expected the corrupt error, got {other:?}"),
+    }
+}
+
+#[test]
+fn chunked_vector_rejects_moved_dropped_and_cut_chunks() {
+    let bytes =
+        std::fs::read(vector_path("backup-v1-chunks.wmlb")).expect("the committed vector exists");
+    let chunks = chunk_ranges(&bytes);
+    let n = chunks.len();
+    assert!(n >= 3);
+
+    // Swap two neighbouring chunks, each pair in turn, and the first with the last.
+    let mut pairs: Vec<(usize, usize)> = (0..n - 1).map(|i| (i, i + 1)).collect();
+    pairs.push((0, n - 1));
+    for (a, b) in pairs {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.swap(a, b);
+        let mut swapped = bytes[..HEADER_LEN].to_vec();
+        for i in order {
+            swapped.extend_from_slice(&bytes[chunks[i].clone()]);
+        }
+        assert_eq!(swapped.len(), bytes.len());
+        assert_corrupt(&swapped, &format!("chunks {a} and {b} swapped"));
+    }
+
+    // Drop the last chunk: what remains is a well-formed run of chunks without the last one.
+    assert_corrupt(&bytes[..chunks[n - 1].start], "last chunk dropped");
+    // Drop a middle chunk.
+    let mut dropped = bytes[..chunks[1].start].to_vec();
+    dropped.extend_from_slice(&bytes[chunks[1].end..]);
+    assert_corrupt(&dropped, "chunk 1 dropped");
+
+    // Cut inside each chunk: in its length word, just after it, in the middle, one byte short.
+    for (i, c) in chunks.iter().enumerate() {
+        for cut in [c.start + 2, c.start + 4, c.start + c.len() / 2, c.end - 1] {
+            assert_corrupt(&bytes[..cut], &format!("cut at {cut} inside chunk {i}"));
+        }
     }
 }
