@@ -15,12 +15,15 @@
 #include "stress_util.h"
 
 #define N_LICENSES 300u
-#define HEADER_LEN 176u
+/* The header's length, from its length field (bytes 10..11): format version 2 carries a table
+   of the licenses' lineages, so it depends on the store (here: one lineage, 196 bytes). */
+#define HEADER_LEN g_header_len
+static size_t g_header_len;
 #define OWN_FIRST 90000000u
 
 typedef struct {
   size_t at;   /* offset of the length word */
-  size_t size; /* 4 + ciphertext length */
+  size_t size; /* 4 (length word) + 4 (license count) + ciphertext length + 16 (verify tag) */
   int last;
 } chunk;
 
@@ -113,7 +116,7 @@ static size_t parse_chunks(const uint8_t *b, size_t len, chunk *out, size_t max)
     word = (uint32_t)b[at] | (uint32_t)b[at + 1] << 8 | (uint32_t)b[at + 2] << 16 |
            (uint32_t)b[at + 3] << 24;
     out[n].at = at;
-    out[n].size = 4 + (word & 0x7FFFFFFFu);
+    out[n].size = 4 + 4 + (word & 0x7FFFFFFFu) + 16;
     out[n].last = (word & 0x80000000u) != 0;
     at += out[n].size;
     n++;
@@ -179,6 +182,8 @@ int main(void) {
     fprintf(stderr, "the backups were not written\n");
     return 1;
   }
+  g_header_len = len >= 12 ? (size_t)a[10] | (size_t)a[11] << 8 : 0;
+  CHECK(a[8] == 2 && a[9] == 0); /* format version 2 */
   nchunks = parse_chunks(a, len, ch, 64);
   nchunks2 = parse_chunks(b2, len2, ch2, 64);
   printf("test_corruption: backup of %u licenses, %zu bytes in %zu chunks\n", N_LICENSES, len,

@@ -225,6 +225,52 @@ impl ChunkCipher {
     }
 }
 
+/// HKDF-SHA256 `info` of the chunk (AEAD) key of a version 2 backup.
+pub const INFO_CHUNK_KEY: &[u8] = b"wmlicense v2 backup chunk key";
+/// HKDF-SHA256 `info` of the verify (HMAC) key of a version 2 backup.
+pub const INFO_VERIFY_KEY: &[u8] = b"wmlicense v2 backup verify key";
+/// Length of a version 2 chunk's verify tag (HMAC-SHA256 truncated).
+pub const VERIFY_TAG_LEN: usize = 16;
+
+/// The two keys of a version 2 backup, derived from its data key with HKDF-SHA256 (no salt):
+/// (chunk key, verify key).
+pub fn derive_backup_keys(data_key: &[u8; KEY_LEN]) -> ([u8; KEY_LEN], [u8; KEY_LEN]) {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, data_key);
+    let mut chunk = [0u8; KEY_LEN];
+    let mut verify = [0u8; KEY_LEN];
+    hk.expand(INFO_CHUNK_KEY, &mut chunk)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    hk.expand(INFO_VERIFY_KEY, &mut verify)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    (chunk, verify)
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn verify_mac(key: &[u8; KEY_LEN], parts: &[&[u8]]) -> HmacSha256 {
+    use hmac::Mac;
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac
+}
+
+/// HMAC-SHA256 of the concatenation of `parts`, truncated to [`VERIFY_TAG_LEN`] bytes.
+pub fn verify_tag(key: &[u8; KEY_LEN], parts: &[&[u8]]) -> [u8; VERIFY_TAG_LEN] {
+    use hmac::Mac;
+    let full = verify_mac(key, parts).finalize().into_bytes();
+    let mut t = [0u8; VERIFY_TAG_LEN];
+    t.copy_from_slice(&full[..VERIFY_TAG_LEN]);
+    t
+}
+
+/// Checks a tag made by [`verify_tag`], in constant time.
+pub fn check_verify_tag(key: &[u8; KEY_LEN], parts: &[&[u8]], tag: &[u8]) -> bool {
+    use hmac::Mac;
+    tag.len() == VERIFY_TAG_LEN && verify_mac(key, parts).verify_truncated_left(tag).is_ok()
+}
+
 /// The operating system's CSPRNG as an `RngCore`.
 pub fn os_rng() -> rand_core::OsRng {
     rand_core::OsRng

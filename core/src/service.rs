@@ -6,7 +6,7 @@
 
 use crate::crypto::{self, hpke_open_key, hpke_seal_key, KeyPair, SealedKey, KEY_LEN};
 use crate::error::{Error, Result};
-use crate::format::{Header, HEADER_CORE_LEN, INFO_DATA_KEY};
+use crate::format::{Header, INFO_DATA_KEY, VERSION_1};
 use crate::fsutil;
 use crate::license::unix_now;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -15,6 +15,8 @@ use std::sync::Mutex;
 
 /// HPKE `info` of the data key re-sealed to the restoring device.
 pub const INFO_GRANT: &[u8] = b"wmlicense v1 restore grant";
+/// HPKE `info` of a version 2 backup's verify key sealed to the device of a dry run.
+pub const INFO_VERIFY_GRANT: &[u8] = b"wmlicense v2 dry-run verify key";
 /// Default number of distinct devices one lineage may be restored onto.
 pub const DEFAULT_DEVICE_LIMIT: u32 = 4;
 
@@ -33,22 +35,54 @@ pub struct GrantRequest {
     pub header: Header,
     pub device_id: [u8; 16],
     pub device_public_key: [u8; 32],
-    /// Check everything, record nothing (WM_RESTORE_VERIFY_ONLY).
+    /// Check everything, record nothing (WM_RESTORE_VERIFY_ONLY). A dry run never gets the
+    /// data key.
     pub dry_run: bool,
+}
+
+/// What a granted request gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// A restore: the backup's data key, sealed to the device (`INFO_GRANT`).
+    DataKey(SealedKey),
+    /// A dry run of a version 2 backup: its verify key (enough to check every chunk, not to
+    /// decrypt one), sealed to the device (`INFO_VERIFY_GRANT`).
+    VerifyKey(SealedKey),
+    /// A dry run of a version 1 backup: the verdict only (version 1 has no verify key).
+    Verdict,
 }
 
 impl GrantRequest {
     /// What the grant is bound to: this request and this backup's header.
     pub fn grant_aad(&self) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(16 + HEADER_CORE_LEN);
+        let core = self.header.core_bytes();
+        let mut aad = Vec::with_capacity(16 + core.len());
         aad.extend_from_slice(&self.request_id);
-        aad.extend_from_slice(&self.header.core_bytes());
+        aad.extend_from_slice(&core);
         aad
     }
 
     /// Opens the data key in `grant` with the device's secret key.
     pub fn open_grant(&self, device_secret: &[u8; 32], grant: &SealedKey) -> Result<[u8; KEY_LEN]> {
-        hpke_open_key(device_secret, INFO_GRANT, &self.grant_aad(), grant).ok_or_else(|| {
+        self.open_sealed(device_secret, INFO_GRANT, grant)
+    }
+
+    /// Opens the verify key of a dry run's grant with the device's secret key.
+    pub fn open_verify_grant(
+        &self,
+        device_secret: &[u8; 32],
+        grant: &SealedKey,
+    ) -> Result<[u8; KEY_LEN]> {
+        self.open_sealed(device_secret, INFO_VERIFY_GRANT, grant)
+    }
+
+    fn open_sealed(
+        &self,
+        device_secret: &[u8; 32],
+        info: &[u8],
+        grant: &SealedKey,
+    ) -> Result<[u8; KEY_LEN]> {
+        hpke_open_key(device_secret, info, &self.grant_aad(), grant).ok_or_else(|| {
             Error::BackupRestore(
                 "the License Management Service's grant does not open with this device's key"
                     .into(),
@@ -60,9 +94,10 @@ impl GrantRequest {
 pub trait LicenseService: Send + Sync {
     /// The key new backups are sealed to.
     fn service_key(&self) -> Result<ServiceKey>;
-    /// Applies the restore policy; on success returns the backup's data key sealed to the
-    /// requesting device. Refusal is `Error::RestoreFraud`.
-    fn grant(&self, request: &GrantRequest) -> Result<SealedKey>;
+    /// Applies the restore policy to every lineage of the backup; on success a restore gets the
+    /// backup's data key sealed to the requesting device, a dry run the verify key (version 2)
+    /// or a verdict only (version 1). Refusal is `Error::RestoreFraud`.
+    fn grant(&self, request: &GrantRequest) -> Result<Grant>;
 }
 
 /// The service a restorer uses: the one at `url`, or the embedded one of `data_dir`.
@@ -120,7 +155,7 @@ const LEDGER_SCHEMA: &str = "
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS requests (
         request_id BLOB PRIMARY KEY,
-        lineage_id BLOB NOT NULL,
+        lineage_id BLOB NOT NULL,   -- the request's lineages, 16 bytes each, ascending
         device     BLOB NOT NULL,
         granted    INTEGER NOT NULL,
         at         INTEGER NOT NULL
@@ -186,20 +221,43 @@ impl LocalService {
         Ok(n as u64)
     }
 
-    /// Decides a request under the ledger's write lock; returns (granted, devices counted).
-    fn decide(&self, req: &GrantRequest) -> Result<(bool, u64)> {
-        let lineage = &req.header.lineage_id[..];
+    /// Decides a request under the ledger's write lock, for every lineage of the backup at
+    /// once: granted only if, for each lineage, the device is already counted or the lineage is
+    /// below its limit; then the device is counted for every lineage it was not yet counted for
+    /// (all or nothing). Returns (granted, the lineage closest to its limit with its count).
+    fn decide(&self, req: &GrantRequest) -> Result<(bool, [u8; 16], u64)> {
+        let lineages = req.header.policy_lineages();
+        if lineages.is_empty() {
+            return Err(Error::corrupt("the backup names no lineage"));
+        }
+        let lineages_bytes = lineages.concat();
         let device_bytes = [&req.device_id[..], &req.device_public_key[..]].concat();
         let device = &device_bytes[..];
         let mut conn = crate::sync::lock(&self.ledger);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let count = |tx: &rusqlite::Transaction<'_>| -> Result<u64> {
-            let n: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM devices WHERE lineage_id = ?1",
-                [lineage],
-                |r| r.get(0),
-            )?;
-            Ok(n as u64)
+        // Per lineage: (lineage, device already counted, devices counted).
+        let state = |tx: &rusqlite::Transaction<'_>| -> Result<Vec<([u8; 16], bool, u64)>> {
+            let mut out = Vec::with_capacity(lineages.len());
+            for l in &lineages {
+                let (known, n): (bool, i64) = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM devices WHERE lineage_id = ?1 AND device = ?2),
+                            (SELECT COUNT(*) FROM devices WHERE lineage_id = ?1)",
+                    [&l[..], device],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                out.push((*l, known, n as u64));
+            }
+            Ok(out)
+        };
+        let limit = u64::from(self.policy.device_limit);
+        // The lineage to report: a refusing one first, else the fullest.
+        let worst = |st: &[([u8; 16], bool, u64)]| -> ([u8; 16], u64) {
+            let (l, _, n) = st
+                .iter()
+                .max_by_key(|(_, known, n)| (!known && *n >= limit, *n))
+                .copied()
+                .expect("at least one lineage");
+            (l, n)
         };
         let earlier: Option<(Vec<u8>, Vec<u8>, bool)> = tx
             .query_row(
@@ -209,36 +267,37 @@ impl LocalService {
             )
             .optional()?;
         if let Some((l, d, granted)) = earlier {
-            if l != lineage || d != device {
+            if l != lineages_bytes || d != device {
                 return Err(Error::BackupRestore(
                     "the restore request ID was already used for another backup or device".into(),
                 ));
             }
-            return Ok((granted, count(&tx)?));
+            let (l, n) = worst(&state(&tx)?);
+            return Ok((granted, l, n));
         }
-        let known: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM devices WHERE lineage_id = ?1 AND device = ?2)",
-            [lineage, device],
-            |r| r.get(0),
-        )?;
-        let counted = count(&tx)?;
-        let granted = known || counted < u64::from(self.policy.device_limit);
+        let st = state(&tx)?;
+        let granted = st.iter().all(|(_, known, n)| *known || *n < limit);
+        let (worst_lineage, worst_count) = worst(&st);
         if req.dry_run {
-            return Ok((granted, counted));
+            return Ok((granted, worst_lineage, worst_count));
         }
         let now = unix_now();
-        if granted && !known {
-            tx.execute(
-                "INSERT INTO devices (lineage_id, device, first_grant) VALUES (?1, ?2, ?3)",
-                params![lineage, device, now],
-            )?;
+        if granted {
+            for (l, known, _) in &st {
+                if !known {
+                    tx.execute(
+                        "INSERT INTO devices (lineage_id, device, first_grant) VALUES (?1, ?2, ?3)",
+                        params![&l[..], device, now],
+                    )?;
+                }
+            }
         }
         tx.execute(
             "INSERT INTO requests (request_id, lineage_id, device, granted, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![&req.request_id[..], lineage, device, granted, now],
+            params![&req.request_id[..], &lineages_bytes, device, granted, now],
         )?;
         tx.commit()?;
-        Ok((granted, counted))
+        Ok((granted, worst_lineage, worst_count))
     }
 }
 
@@ -250,7 +309,7 @@ impl LicenseService for LocalService {
         })
     }
 
-    fn grant(&self, req: &GrantRequest) -> Result<SealedKey> {
+    fn grant(&self, req: &GrantRequest) -> Result<Grant> {
         if req.header.service_key_id != self.key_id {
             return Err(Error::corrupt(
                 "the backup is sealed to another License Management Service key (its service key ID does not match): altered, or made with another service or data directory",
@@ -267,7 +326,7 @@ impl LicenseService for LocalService {
                 "the service cannot unseal the backup's data key: the header was altered",
             )
         })?;
-        let (granted, counted) = self.decide(req).map_err(|e| match e {
+        let (granted, lineage, counted) = self.decide(req).map_err(|e| match e {
             Error::Store(m) => {
                 Error::ServiceUnavailable(format!("the embedded service's ledger: {m}"))
             }
@@ -276,20 +335,36 @@ impl LicenseService for LocalService {
         if !granted {
             return Err(Error::RestoreFraud {
                 message: format!(
-                    "these licenses were already restored onto {counted} devices; the limit is {}",
+                    "licenses of this backup (lineage {}) were already restored onto {counted} \
+                     devices; the limit is {}",
+                    hex(&lineage),
                     self.policy.device_limit
                 ),
                 help_url: self.policy.help_url.clone(),
             });
         }
-        hpke_seal_key(
-            &req.device_public_key,
-            INFO_GRANT,
-            &req.grant_aad(),
-            &data_key,
-            &mut crypto::os_rng(),
-        )
+        let seal = |info: &[u8], key: &[u8; KEY_LEN]| {
+            hpke_seal_key(
+                &req.device_public_key,
+                info,
+                &req.grant_aad(),
+                key,
+                &mut crypto::os_rng(),
+            )
+        };
+        if !req.dry_run {
+            Ok(Grant::DataKey(seal(INFO_GRANT, &data_key)?))
+        } else if req.header.version == VERSION_1 {
+            Ok(Grant::Verdict)
+        } else {
+            let (_, verify_key) = crypto::derive_backup_keys(&data_key);
+            Ok(Grant::VerifyKey(seal(INFO_VERIFY_GRANT, &verify_key)?))
+        }
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -303,17 +378,20 @@ mod tests {
         d
     }
 
-    fn sealed_header(svc: &LocalService, lineage: [u8; 16]) -> (Header, [u8; 32]) {
+    /// A version 2 header over `lineages` (ascending), sealed to `svc`.
+    fn sealed_header_v2(svc: &LocalService, lineages: &[[u8; 16]]) -> (Header, [u8; 32]) {
         let key = svc.service_key().unwrap();
         let data_key = [7u8; 32];
         let mut h = Header {
+            version: crate::format::VERSION,
             backup_id: [1; 16],
-            lineage_id: lineage,
+            lineage_id: lineages[0],
             source_device_id: [3; 16],
             created_at: 1,
             license_count: 0,
             service_key_id: key.key_id,
             chunk_size: 4096,
+            lineages: lineages.to_vec(),
             sealed_data_key: SealedKey {
                 encapped: [0; 32],
                 ciphertext: [0; 48],
@@ -330,6 +408,26 @@ mod tests {
         (h, data_key)
     }
 
+    fn sealed_header(svc: &LocalService, lineage: [u8; 16]) -> (Header, [u8; 32]) {
+        sealed_header_v2(svc, &[lineage])
+    }
+
+    /// A version 1 header (one lineage), sealed to `svc`.
+    fn sealed_header_v1(svc: &LocalService, lineage: [u8; 16]) -> Header {
+        let (mut h, data_key) = sealed_header_v2(svc, &[lineage]);
+        h.version = VERSION_1;
+        h.lineages.clear();
+        h.sealed_data_key = hpke_seal_key(
+            &svc.service_key().unwrap().public_key,
+            INFO_DATA_KEY,
+            &h.core_bytes(),
+            &data_key,
+            &mut crypto::os_rng(),
+        )
+        .unwrap();
+        h
+    }
+
     fn request(h: &Header, device: &KeyPair, device_id: u8) -> GrantRequest {
         GrantRequest {
             request_id: crypto::random_array().unwrap(),
@@ -340,22 +438,34 @@ mod tests {
         }
     }
 
-    #[test]
-    fn policy_limits_devices_and_retries_count_once() {
-        let dir = temp_dir("svc");
+    fn data_key_of(req: &GrantRequest, dev: &KeyPair, g: Grant) -> [u8; 32] {
+        match g {
+            Grant::DataKey(sealed) => req.open_grant(&dev.secret, &sealed).unwrap(),
+            other => panic!("expected the data key, got {other:?}"),
+        }
+    }
+
+    fn open_svc(tag: &str, limit: u32) -> (PathBuf, LocalService) {
+        let dir = temp_dir(tag);
         let svc = LocalService::open(
             &dir,
             Policy {
-                device_limit: 2,
+                device_limit: limit,
                 help_url: Some("https://help".into()),
             },
         )
         .unwrap();
+        (dir, svc)
+    }
+
+    #[test]
+    fn policy_limits_devices_and_retries_count_once() {
+        let (dir, svc) = open_svc("svc", 2);
         let (h, data_key) = sealed_header(&svc, [9; 16]);
         let dev = KeyPair::generate().unwrap();
         let r1 = request(&h, &dev, 1);
         let g = svc.grant(&r1).unwrap();
-        assert_eq!(r1.open_grant(&dev.secret, &g).unwrap(), data_key);
+        assert_eq!(data_key_of(&r1, &dev, g), data_key);
         // A retry of the same request: granted again, still one device.
         svc.grant(&r1).unwrap();
         assert_eq!(svc.devices_counted(&[9; 16]).unwrap(), 1);
@@ -365,7 +475,7 @@ mod tests {
         // A dry run for a new device is granted but records nothing.
         let mut dry = request(&h, &dev, 2);
         dry.dry_run = true;
-        svc.grant(&dry).unwrap();
+        assert!(matches!(svc.grant(&dry).unwrap(), Grant::VerifyKey(_)));
         assert_eq!(svc.devices_counted(&[9; 16]).unwrap(), 1);
         svc.grant(&request(&h, &dev, 2)).unwrap();
         let refused = request(&h, &dev, 3);
@@ -381,6 +491,10 @@ mod tests {
             Err(Error::RestoreFraud { .. })
         ));
         assert_eq!(svc.devices_counted(&[9; 16]).unwrap(), 2);
+        // A dry run applies the same policy.
+        let mut dry = request(&h, &dev, 3);
+        dry.dry_run = true;
+        assert!(matches!(svc.grant(&dry), Err(Error::RestoreFraud { .. })));
         // A counted device may still restore.
         svc.grant(&request(&h, &dev, 1)).unwrap();
         // Its device ID presented with another key (to have the grant sealed to that key) is
@@ -396,18 +510,110 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// A dry run never gets the data key: version 2 gets the verify key sealed to the device
+    /// (under its own info string), version 1 a verdict only.
+    #[test]
+    fn a_dry_run_never_gets_the_data_key() {
+        let (dir, svc) = open_svc("svc-dry", 4);
+        let dev = KeyPair::generate().unwrap();
+        let (h, data_key) = sealed_header_v2(&svc, &[[1; 16], [2; 16]]);
+        let mut dry = request(&h, &dev, 1);
+        dry.dry_run = true;
+        let Grant::VerifyKey(sealed) = svc.grant(&dry).unwrap() else {
+            panic!("a version 2 dry run gets the verify key");
+        };
+        assert_eq!(
+            dry.open_verify_grant(&dev.secret, &sealed).unwrap(),
+            crypto::derive_backup_keys(&data_key).1
+        );
+        // Not openable as a data key grant.
+        assert!(dry.open_grant(&dev.secret, &sealed).is_err());
+        let h1 = sealed_header_v1(&svc, [3; 16]);
+        let mut dry1 = request(&h1, &dev, 1);
+        dry1.dry_run = true;
+        assert_eq!(svc.grant(&dry1).unwrap(), Grant::Verdict);
+        // A real restore of the version 1 backup gets its data key.
+        let r = request(&h1, &dev, 1);
+        let g = svc.grant(&r).unwrap();
+        assert_eq!(data_key_of(&r, &dev, g), data_key);
+        for l in [[1; 16], [2; 16]] {
+            assert_eq!(svc.devices_counted(&l).unwrap(), 0);
+        }
+        assert_eq!(svc.devices_counted(&[3; 16]).unwrap(), 1);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A grant counts the device against every lineage of the backup, in one transaction; one
+    /// lineage at its limit refuses the whole grant and counts nothing anywhere.
+    #[test]
+    fn a_grant_counts_every_lineage_all_or_nothing() {
+        let (dir, svc) = open_svc("svc-multi", 2);
+        let (a, b, c) = ([0xA; 16], [0xB; 16], [0xC; 16]);
+        let dev = KeyPair::generate().unwrap();
+        let (hab, _) = sealed_header_v2(&svc, &[a, b]);
+        svc.grant(&request(&hab, &dev, 1)).unwrap();
+        assert_eq!(svc.devices_counted(&a).unwrap(), 1);
+        assert_eq!(svc.devices_counted(&b).unwrap(), 1);
+        // Fill lineage c with two other devices.
+        let (hc, _) = sealed_header(&svc, c);
+        svc.grant(&request(&hc, &dev, 2)).unwrap();
+        svc.grant(&request(&hc, &dev, 3)).unwrap();
+        assert_eq!(svc.devices_counted(&c).unwrap(), 2);
+        // Device 4 with a backup of a, b and c: c is at its limit → refused, nothing counted.
+        let (habc, _) = sealed_header_v2(&svc, &[a, b, c]);
+        let refused = request(&habc, &dev, 4);
+        match svc.grant(&refused) {
+            Err(Error::RestoreFraud { message, help_url }) => {
+                assert!(message.contains(&hex(&c)), "{message}");
+                assert_eq!(help_url.as_deref(), Some("https://help"));
+            }
+            other => panic!("expected refusal, got {other:?}"),
+        }
+        assert_eq!(svc.devices_counted(&a).unwrap(), 1);
+        assert_eq!(svc.devices_counted(&b).unwrap(), 1);
+        assert_eq!(svc.devices_counted(&c).unwrap(), 2);
+        // Device 2 (counted for c) with the same backup: granted, counted for a and b too.
+        svc.grant(&request(&habc, &dev, 2)).unwrap();
+        assert_eq!(svc.devices_counted(&a).unwrap(), 2);
+        assert_eq!(svc.devices_counted(&b).unwrap(), 2);
+        assert_eq!(svc.devices_counted(&c).unwrap(), 2);
+        // Device 1 (counted for a and b, not c, which is full): refused.
+        assert!(matches!(
+            svc.grant(&request(&habc, &dev, 1)),
+            Err(Error::RestoreFraud { .. })
+        ));
+        // A request ID reused with another backup's lineages is not the same request.
+        let mut reuse = request(&hab, &dev, 1);
+        svc.grant(&reuse).unwrap();
+        reuse.header = habc.clone();
+        assert!(matches!(svc.grant(&reuse), Err(Error::BackupRestore(_))));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[test]
     fn altered_header_is_refused_as_corrupt() {
         let dir = temp_dir("svc-alt");
         let svc = LocalService::open(&dir, Policy::from_env()).unwrap();
-        let (mut h, _) = sealed_header(&svc, [9; 16]);
-        h.lineage_id[0] ^= 1; // dodge the limit with another lineage
         let dev = KeyPair::generate().unwrap();
-        assert!(matches!(
-            svc.grant(&request(&h, &dev, 1)),
-            Err(Error::BackupCorrupt(_))
-        ));
-        assert_eq!(svc.devices_counted(&h.lineage_id).unwrap(), 0);
+        let h1 = sealed_header_v1(&svc, [9; 16]);
+        let (h2, _) = sealed_header_v2(&svc, &[[5; 16], [9; 16]]);
+        // Dodge the limit with another lineage: in the version 1 field, in the version 2
+        // table, or by dropping a lineage from the table.
+        let mut alt1 = h1.clone();
+        alt1.lineage_id[0] ^= 1;
+        let mut alt2 = h2.clone();
+        alt2.lineages[1][0] ^= 1;
+        let mut dropped = h2.clone();
+        dropped.lineages.remove(1);
+        for h in [alt1, alt2, dropped] {
+            assert!(matches!(
+                svc.grant(&request(&h, &dev, 1)),
+                Err(Error::BackupCorrupt(_))
+            ));
+            for l in h.policy_lineages() {
+                assert_eq!(svc.devices_counted(&l).unwrap(), 0);
+            }
+        }
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -30,6 +30,9 @@ const MIGRATIONS: &[&str] = &[
          expiration_date    INTEGER NOT NULL,
          issued_at          INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 1 -> 2: a license keeps the lineage of the store it was first put into (NULL: this
+    // store's own lineage), so that any chain of backups and restores counts against it.
+    "ALTER TABLE licenses ADD COLUMN lineage_id BLOB;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -47,8 +50,11 @@ const UPSERT: &str = "INSERT INTO licenses (key_id, sealed_content_key, title, r
 /// Like UPSERT, but an existing license with `issued_at >=` the incoming one is kept.
 const STORED_ISSUED_AT: &str = "SELECT issued_at FROM licenses WHERE key_id = ?1";
 
+/// A restored license keeps its lineage (?9, NULL for this store's own); a newer copy replacing
+/// one already here keeps the lineage of the one here, which was first.
 const UPSERT_IF_NEWER: &str = "INSERT INTO licenses (key_id, sealed_content_key, title, rights,
-        play_count, begin_date, expiration_date, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        play_count, begin_date, expiration_date, issued_at, lineage_id)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
      ON CONFLICT (key_id) DO UPDATE SET sealed_content_key = excluded.sealed_content_key,
         title = excluded.title, rights = excluded.rights, play_count = excluded.play_count,
         begin_date = excluded.begin_date, expiration_date = excluded.expiration_date,
@@ -72,22 +78,21 @@ impl Store {
 
     /// Opens the store in `dir`, creating the directory and the store if needed.
     pub fn open(dir: &Path) -> Result<Store> {
-        Self::open_with(dir, true, None)
+        Self::open_with(dir, true, true)
     }
 
     /// Opens an existing store; `Error::NotFound` when `dir` holds none.
     pub fn open_existing(dir: &Path) -> Result<Store> {
-        Self::open_with(dir, false, None)
+        Self::open_with(dir, false, false)
     }
 
-    /// Creates a store that continues `lineage_id` in a staging directory that the caller
-    /// holds locked (a store being built by a restore): it does not take the directory's lock
-    /// again.
-    pub fn create_with_lineage(dir: &Path, lineage_id: [u8; 16]) -> Result<Store> {
-        Self::open_with(dir, true, Some(lineage_id))
+    /// Creates a store in a staging directory that the caller holds locked (a store being
+    /// built by a restore): it does not take the directory's lock again.
+    pub fn create_staged(dir: &Path) -> Result<Store> {
+        Self::open_with(dir, true, false)
     }
 
-    fn open_with(dir: &Path, create: bool, lineage: Option<[u8; 16]>) -> Result<Store> {
+    fn open_with(dir: &Path, create: bool, lock_creation: bool) -> Result<Store> {
         if !create && !Self::exists(dir) {
             return Err(Error::NotFound(format!(
                 "there is no license store at {}",
@@ -99,7 +104,7 @@ impl Store {
             fsutil::create_private_dir_all(dir).map_err(|e| {
                 Error::io(format!("cannot create {}", dir.display()), &e, Error::Store)
             })?;
-            if !Self::exists(dir) && lineage.is_none() {
+            if !Self::exists(dir) && lock_creation {
                 // Creating a store holds its directory's lock, which a restore installing a new
                 // store at the same place takes too: neither sees the other's half-made store.
                 _creating = Some(fsutil::FileLock::lock_dir(dir, &|| false).map_err(|e| {
@@ -116,7 +121,7 @@ impl Store {
             DeviceIdentity::load(dir)?
         };
         let mut conn = db::open_wal(&dir.join(DB_FILE))?;
-        migrate(&mut conn, lineage)?;
+        migrate(&mut conn)?;
         let lineage_id = read_lineage(&conn)?;
         let sealer = SecretSealer::new(&identity.storage_key)?;
         Ok(Store {
@@ -223,6 +228,7 @@ impl Store {
         let snap = Snapshot {
             conn: &tx,
             sealer: &self.sealer,
+            own_lineage: self.lineage_id,
         };
         let r = f(&snap)?;
         tx.commit()?;
@@ -240,7 +246,7 @@ impl Store {
         f: impl FnOnce(&mut Importer<'_>) -> Result<R>,
     ) -> Result<R> {
         let begin = match mode {
-            ImportMode::Write { .. } => "BEGIN IMMEDIATE",
+            ImportMode::Write => "BEGIN IMMEDIATE",
             ImportMode::CheckOnly => "BEGIN DEFERRED",
         };
         self.begin_cancellable(begin, cancelled)?;
@@ -248,44 +254,23 @@ impl Store {
             conn: &self.conn,
             open: true,
         };
-        let adopt = match mode {
-            ImportMode::Write {
-                adopt_lineage: Some(lineage),
-            } => {
-                let empty: bool =
-                    self.conn
-                        .query_row("SELECT NOT EXISTS (SELECT 1 FROM licenses)", [], |r| {
-                            r.get(0)
-                        })?;
-                empty.then_some(lineage)
-            }
-            _ => None,
-        };
         let r = {
             let mut imp = Importer {
                 stmt: match mode {
-                    ImportMode::Write { .. } => self.conn.prepare_cached(UPSERT_IF_NEWER)?,
+                    ImportMode::Write => self.conn.prepare_cached(UPSERT_IF_NEWER)?,
                     ImportMode::CheckOnly => self.conn.prepare_cached(STORED_ISSUED_AT)?,
                 },
                 mode,
                 sealer: &self.sealer,
+                own_lineage: self.lineage_id,
             };
             f(&mut imp)?
         };
-        if let Some(lineage) = adopt {
-            self.conn.execute(
-                "UPDATE meta SET value = ?1 WHERE name = 'lineage_id'",
-                [&lineage[..]],
-            )?;
-        }
         self.conn.execute_batch(match mode {
-            ImportMode::Write { .. } => "COMMIT",
+            ImportMode::Write => "COMMIT",
             ImportMode::CheckOnly => "ROLLBACK",
         })?;
         open.open = false;
-        if let Some(lineage) = adopt {
-            self.lineage_id = lineage;
-        }
         Ok(r)
     }
 
@@ -320,12 +305,7 @@ impl Store {
 /// Whether an import writes (restore) or only checks (WM_RESTORE_VERIFY_ONLY).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImportMode {
-    /// Writes; a store that was empty when the import began continues `adopt_lineage` (an
-    /// empty store that receives a backup counts against the backup's lineage, as if the restore
-    /// had created it).
-    Write {
-        adopt_lineage: Option<[u8; 16]>,
-    },
+    Write,
     CheckOnly,
 }
 
@@ -347,6 +327,7 @@ impl Drop for OpenTransaction<'_> {
 pub struct Snapshot<'a> {
     conn: &'a Connection,
     sealer: &'a SecretSealer,
+    own_lineage: [u8; 16],
 }
 
 impl Snapshot<'_> {
@@ -363,6 +344,45 @@ impl Snapshot<'_> {
     pub fn for_each(&self, visit: impl FnMut(&License) -> Result<bool>) -> Result<()> {
         for_each_in(self.conn, self.sealer, visit)
     }
+
+    /// The lineages of the licenses that may be backed up, in ascending order.
+    pub fn backup_lineages(&self) -> Result<Vec<[u8; 16]>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT COALESCE(lineage_id, ?1) AS l FROM licenses
+             WHERE rights & ?2 != 0 ORDER BY l",
+        )?;
+        let rows = stmt.query_map(
+            params![&self.own_lineage[..], crate::license::RIGHT_BACKUP],
+            |r| r.get::<_, Vec<u8>>(0),
+        )?;
+        rows.map(|v| {
+            v?.try_into()
+                .map_err(|_| Error::Store("a license's lineage ID is malformed".into()))
+        })
+        .collect()
+    }
+
+    /// Streams every license with its lineage, in key-ID order.
+    pub fn for_each_with_lineage(
+        &self,
+        mut visit: impl FnMut(&License, &[u8; 16]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS}, COALESCE(lineage_id, ?1) FROM licenses ORDER BY key_id"
+        ))?;
+        let mut rows = stmt.query([&self.own_lineage[..]])?;
+        while let Some(row) = rows.next()? {
+            let lineage: Vec<u8> = row.get(8)?;
+            let lineage: [u8; 16] = lineage
+                .try_into()
+                .map_err(|_| Error::Store("a license's lineage ID is malformed".into()))?;
+            let license = RawRow::read(row)?.into_license(self.sealer)?;
+            if !visit(&license, &lineage)? {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes licenses inside an import transaction (see [`Store::import`]).
@@ -370,16 +390,31 @@ pub struct Importer<'a> {
     stmt: rusqlite::CachedStatement<'a>,
     mode: ImportMode,
     sealer: &'a SecretSealer,
+    own_lineage: [u8; 16],
 }
 
 impl Importer<'_> {
-    /// Takes `license` unless the store holds a copy with `issued_at >=` its own (in
-    /// `CheckOnly` mode: tells whether it would). Returns whether it was (would be) written.
-    pub fn put_if_newer(&mut self, license: &License) -> Result<bool> {
+    /// Takes `license`, of lineage `lineage`, unless the store holds a copy with `issued_at >=`
+    /// its own (in `CheckOnly` mode: tells whether it would). Returns whether it was (would be)
+    /// written.
+    pub fn put_if_newer(&mut self, license: &License, lineage: &[u8; 16]) -> Result<bool> {
         match self.mode {
-            ImportMode::Write { .. } => {
+            ImportMode::Write => {
                 let sealed = self.sealer.seal(&license.key_id, &license.content_key)?;
-                Ok(bind_and_run(&mut self.stmt, license, &sealed)? > 0)
+                let lineage = (*lineage != self.own_lineage).then_some(&lineage[..]);
+                let l = license;
+                let n = self.stmt.execute(params![
+                    l.key_id,
+                    sealed,
+                    l.title,
+                    l.rights,
+                    l.play_count,
+                    l.begin_date,
+                    l.expiration_date,
+                    l.issued_at,
+                    lineage
+                ])?;
+                Ok(n > 0)
             }
             ImportMode::CheckOnly => {
                 let stored: Option<i64> = self
@@ -467,7 +502,7 @@ impl RawRow {
 }
 
 /// Brings the schema to `SCHEMA_VERSION` and gives a new store its lineage ID.
-fn migrate(conn: &mut Connection, lineage: Option<[u8; 16]>) -> Result<()> {
+fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let has_lineage = version >= 1 && read_lineage(conn).is_ok();
     if version == SCHEMA_VERSION && has_lineage {
@@ -485,10 +520,7 @@ fn migrate(conn: &mut Connection, lineage: Option<[u8; 16]>) -> Result<()> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
-    let lineage = match lineage {
-        Some(l) => l,
-        None => crypto::random_array()?,
-    };
+    let lineage: [u8; 16] = crypto::random_array()?;
     tx.execute(
         "INSERT OR IGNORE INTO meta (name, value) VALUES ('lineage_id', ?1)",
         [&lineage[..]],
@@ -528,7 +560,7 @@ mod tests {
             key_id: vec![i],
             content_key: vec![i; 8],
             title: None,
-            rights: 0x1,
+            rights: 0x201,
             play_count: -1,
             begin_date: 0,
             expiration_date: 0,
@@ -569,44 +601,53 @@ mod tests {
     }
 
     #[test]
-    fn import_commits_only_when_asked() {
+    fn import_commits_only_when_asked_and_licenses_keep_their_lineage() {
         let dir = temp_dir();
         let mut s = Store::open(&dir).unwrap();
+        let own = s.lineage_id();
+        let other = [0xAB; 16];
         s.put(&license(1)).unwrap();
         let never = || false;
         s.import(ImportMode::CheckOnly, &never, |imp| {
-            assert!(imp.put_if_newer(&license(2))?);
-            assert!(!imp.put_if_newer(&license(1))?);
+            assert!(imp.put_if_newer(&license(2), &other)?);
+            assert!(!imp.put_if_newer(&license(1), &other)?);
             Ok(())
         })
         .unwrap();
         assert_eq!(s.count().unwrap(), 1);
-        let failed: Result<()> = s.import(
-            ImportMode::Write {
-                adopt_lineage: None,
-            },
-            &never,
-            |imp| {
-                imp.put_if_newer(&license(3))?;
-                Err(Error::corrupt("chunk 7"))
-            },
-        );
+        let failed: Result<()> = s.import(ImportMode::Write, &never, |imp| {
+            imp.put_if_newer(&license(3), &other)?;
+            Err(Error::corrupt("chunk 7"))
+        });
         assert!(failed.is_err());
         assert_eq!(s.count().unwrap(), 1);
-        s.import(
-            ImportMode::Write {
-                adopt_lineage: None,
-            },
-            &never,
-            |imp| {
-                // Same issued_at as the stored copy: the stored copy wins.
-                assert!(!imp.put_if_newer(&license(1))?);
-                assert!(imp.put_if_newer(&license(4))?);
-                Ok(())
-            },
-        )
+        s.import(ImportMode::Write, &never, |imp| {
+            // Same issued_at as the stored copy: the stored copy wins.
+            assert!(!imp.put_if_newer(&license(1), &other)?);
+            assert!(imp.put_if_newer(&license(4), &other)?);
+            Ok(())
+        })
         .unwrap();
         assert_eq!(s.count().unwrap(), 2);
+        // The license put here has this store's lineage; the restored one keeps its own, also
+        // when this store is backed up again.
+        let mut seen = Vec::new();
+        s.read_snapshot(|snap| {
+            assert_eq!(snap.backup_lineages()?, {
+                let mut v = vec![own, other];
+                v.sort();
+                v
+            });
+            snap.for_each_with_lineage(|l, lineage| {
+                seen.push((l.key_id.clone(), *lineage));
+                Ok(true)
+            })
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![(license(1).key_id, own), (license(4).key_id, other)]
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -11,7 +11,8 @@ use rand_core::{CryptoRng, RngCore};
 use std::path::Path;
 use wmlicense_core::crypto::{hpke_open_key, hpke_seal_key, KeyPair, SealedKey, TAG_LEN};
 use wmlicense_core::format::{
-    self, BackupReader, BackupWriter, Header, HEADER_LEN, INFO_DATA_KEY, MIN_CHUNK_SIZE,
+    self, BackupReader, BackupVerifier, BackupWriter, Header, HEADER_LEN, INFO_DATA_KEY,
+    MIN_CHUNK_SIZE,
 };
 use wmlicense_core::{Error, License};
 
@@ -138,6 +139,7 @@ fn chunked_licenses() -> Vec<License> {
 
 fn header(service: &KeyPair, rng: &mut SeededRng, license_count: u64, chunk_size: u32) -> Header {
     let mut h = Header {
+        version: format::VERSION_1,
         backup_id: [0x11; 16],
         lineage_id: [0x22; 16],
         source_device_id: [0x33; 16],
@@ -145,6 +147,7 @@ fn header(service: &KeyPair, rng: &mut SeededRng, license_count: u64, chunk_size
         license_count,
         service_key_id: [0x44; 16],
         chunk_size,
+        lineages: Vec::new(),
         sealed_data_key: SealedKey {
             encapped: [0; 32],
             ciphertext: [0; 48],
@@ -167,7 +170,7 @@ fn generate(licenses: &[License], chunk_size: u32) -> Vec<u8> {
     let h = header(&service, &mut rng, licenses.len() as u64, chunk_size);
     let mut w = BackupWriter::new(Vec::new(), &h, &DATA_KEY).unwrap();
     for l in licenses {
-        w.push(l).unwrap();
+        w.push(l, 0).unwrap();
     }
     w.finish().unwrap()
 }
@@ -356,6 +359,182 @@ fn chunked_vector_rejects_moved_dropped_and_cut_chunks() {
     for (i, c) in chunks.iter().enumerate() {
         for cut in [c.start + 2, c.start + 4, c.start + c.len() / 2, c.end - 1] {
             assert_corrupt(&bytes[..cut], &format!("cut at {cut} inside chunk {i}"));
+        }
+    }
+}
+
+// ---- Version 2 -------------------------------------------------------------------------------
+
+/// The lineages of backup-v2.wmlb (ascending), also listed in docs/backup-format.md.
+const V2_LINEAGES: [[u8; 16]; 3] = [[0x22; 16], [0x5A; 16], [0xC3; 16]];
+/// The lineage of each license of backup-v2.wmlb (index into `V2_LINEAGES`).
+fn v2_lineage_of(i: usize) -> usize {
+    [0, 1, 2, 1, 0, 2, 2, 1, 0, 0, 1, 2][i]
+}
+
+/// backup-v2.wmlb: the chunked vector's 12 licenses, in chunks of the smallest size, over three
+/// lineages; the header's own lineage field is 0x22 (the source store's).
+fn generate_v2() -> Vec<u8> {
+    let service = KeyPair::derive(SERVICE_IKM);
+    let mut rng = SeededRng::new(SEED);
+    let licenses = chunked_licenses();
+    let mut h = Header {
+        version: format::VERSION,
+        backup_id: [0x11; 16],
+        lineage_id: [0x22; 16],
+        source_device_id: [0x33; 16],
+        created_at: 1_750_000_000,
+        license_count: licenses.len() as u64,
+        service_key_id: [0x44; 16],
+        chunk_size: MIN_CHUNK_SIZE,
+        lineages: V2_LINEAGES.to_vec(),
+        sealed_data_key: SealedKey {
+            encapped: [0; 32],
+            ciphertext: [0; 48],
+        },
+    };
+    h.sealed_data_key = hpke_seal_key(
+        &service.public,
+        INFO_DATA_KEY,
+        &h.core_bytes(),
+        &DATA_KEY,
+        &mut rng,
+    )
+    .unwrap();
+    let mut w = BackupWriter::new(Vec::new(), &h, &DATA_KEY).unwrap();
+    for (i, l) in licenses.iter().enumerate() {
+        w.push(l, v2_lineage_of(i) as u16).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+/// Size, header length and chunk count of backup-v2.wmlb, as docs/backup-format.md gives them.
+const V2_SIZE: usize = 4999;
+const V2_HEADER_LEN: usize = 180 + 3 * 16;
+const V2_CHUNKS: usize = 3;
+
+fn v2_chunk_ranges(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = V2_HEADER_LEN;
+    while at < bytes.len() {
+        let word = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let end = at + 4 + 4 + (word & 0x7FFF_FFFF) as usize + 16;
+        out.push(at..end);
+        at = end;
+    }
+    assert_eq!(at, bytes.len(), "the chunks end where the file does");
+    out
+}
+
+#[test]
+fn writer_reproduces_the_v2_vector() {
+    check_committed("backup-v2.wmlb", &generate_v2());
+}
+
+#[test]
+fn reader_parses_the_v2_vector() {
+    let bytes = std::fs::read(vector_path("backup-v2.wmlb")).expect("the committed vector exists");
+    assert_eq!(bytes.len(), V2_SIZE);
+    assert_eq!(&bytes[8..10], &2u16.to_le_bytes());
+    assert_eq!(&bytes[10..12], &(V2_HEADER_LEN as u16).to_le_bytes());
+    let mut input = &bytes[..];
+    let h = format::read_header(&mut input).unwrap();
+    assert_eq!(h.version, 2);
+    assert_eq!(h.lineages, V2_LINEAGES.to_vec());
+    assert_eq!(h.policy_lineages(), V2_LINEAGES.to_vec());
+    assert_eq!(h.license_count, 12);
+    assert_eq!(h.header_len(), V2_HEADER_LEN);
+    let service = KeyPair::derive(SERVICE_IKM);
+    let data_key = hpke_open_key(
+        &service.secret,
+        INFO_DATA_KEY,
+        &h.core_bytes(),
+        &h.sealed_data_key,
+    )
+    .expect("the service key opens the data key");
+    assert_eq!(data_key, DATA_KEY);
+    // The sealed key is bound to the lineage table: another table does not open it.
+    let mut other = h.clone();
+    other.lineages[2][15] ^= 1;
+    assert!(hpke_open_key(
+        &service.secret,
+        INFO_DATA_KEY,
+        &other.core_bytes(),
+        &h.sealed_data_key
+    )
+    .is_none());
+
+    let mut r = BackupReader::new(input, &h, &data_key);
+    let mut got = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        got.push(e);
+    }
+    let want: Vec<(License, [u8; 16])> = chunked_licenses()
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| (l, V2_LINEAGES[v2_lineage_of(i)]))
+        .collect();
+    assert_eq!(got, want);
+
+    // The verify reader checks it all from the verify key alone.
+    let (_, verify_key) = wmlicense_core::crypto::derive_backup_keys(&DATA_KEY);
+    let mut v = BackupVerifier::new(&bytes[V2_HEADER_LEN..], &h, Some(&verify_key)).unwrap();
+    assert_eq!(v.verify_all().unwrap(), 12);
+
+    let chunks = v2_chunk_ranges(&bytes);
+    assert_eq!(chunks.len(), V2_CHUNKS);
+    let mut counted = 0;
+    for (i, c) in chunks.iter().enumerate() {
+        let word = u32::from_le_bytes(bytes[c.start..c.start + 4].try_into().unwrap());
+        assert_eq!(word & 0x8000_0000 != 0, i == chunks.len() - 1, "chunk {i}");
+        assert!((word & 0x7FFF_FFFF) as usize <= MIN_CHUNK_SIZE as usize + TAG_LEN);
+        let n = u32::from_le_bytes(bytes[c.start + 4..c.start + 8].try_into().unwrap());
+        assert!(n > 0, "chunk {i} is empty");
+        counted += n;
+    }
+    assert_eq!(counted, 12);
+    for l in chunked_licenses()
+        .iter()
+        .filter(|l| l.content_key.len() >= 8)
+    {
+        assert!(!bytes
+            .windows(l.content_key.len())
+            .any(|w| w == &l.content_key[..]));
+    }
+    // Swapped, dropped and cut chunks fail both readers.
+    let n = chunks.len();
+    let read_both = |b: &[u8]| -> (bool, bool) {
+        let mut input = b;
+        let h = match format::read_header(&mut input) {
+            Ok(h) => h,
+            Err(_) => return (true, true),
+        };
+        let mut r = BackupReader::new(input, &h, &DATA_KEY);
+        let full = loop {
+            match r.next_entry() {
+                Ok(Some(_)) => {}
+                Ok(None) => break false,
+                Err(Error::BackupCorrupt(_)) => break true,
+                Err(e) => panic!("{e:?}"),
+            }
+        };
+        let verify = matches!(
+            BackupVerifier::new(input, &h, Some(&verify_key))
+                .unwrap()
+                .verify_all(),
+            Err(Error::BackupCorrupt(_))
+        );
+        (full, verify)
+    };
+    let mut swapped = bytes[..V2_HEADER_LEN].to_vec();
+    for i in [1, 0, 2] {
+        swapped.extend_from_slice(&bytes[chunks[i].clone()]);
+    }
+    assert_eq!(read_both(&swapped), (true, true));
+    assert_eq!(read_both(&bytes[..chunks[n - 1].start]), (true, true));
+    for c in &chunks {
+        for cut in [c.start + 2, c.start + 6, c.start + c.len() / 2, c.end - 1] {
+            assert_eq!(read_both(&bytes[..cut]), (true, true), "cut at {cut}");
         }
     }
 }

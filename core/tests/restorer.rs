@@ -112,8 +112,12 @@ fn restore_into_the_default_store_of_a_fresh_data_dir() {
     assert_eq!(restored.count().unwrap(), 2);
     assert_eq!(restored.get(&[b'k', 1]).unwrap(), license(1, 0x201));
     assert!(restored.get(&[b'k', 2]).is_err());
+    // The new store has a lineage of its own; the restored licenses keep the source's.
     let source_lineage = Store::open_existing(&source).unwrap().lineage_id();
-    assert_eq!(restored.lineage_id(), source_lineage);
+    assert_ne!(restored.lineage_id(), source_lineage);
+    let mut restored = restored;
+    let lineages = restored.read_snapshot(|s| s.backup_lineages()).unwrap();
+    assert_eq!(lineages, vec![source_lineage]);
     assert_ne!(
         restored.identity().device_id,
         Store::open_existing(&source).unwrap().identity().device_id

@@ -6,7 +6,9 @@ use super::cancel::ProgressClock;
 use super::{BackupJob, Cancel, Counters, Event, Reporter};
 use crate::crypto::{self, SealedKey};
 use crate::error::{Error, Result};
-use crate::format::{BackupWriter, Header, BACKUP_FILE, DEFAULT_CHUNK_SIZE, INFO_DATA_KEY};
+use crate::format::{
+    BackupWriter, Header, BACKUP_FILE, DEFAULT_CHUNK_SIZE, INFO_DATA_KEY, MAX_LINEAGES, VERSION,
+};
 use crate::fsutil::{self, FileLock};
 use crate::license::unix_now;
 use crate::store::Store;
@@ -183,7 +185,20 @@ pub fn backup(
         let (total, backed_up) = snap.counts()?;
         c.total = total;
         let data_key: [u8; 32] = crypto::random_array()?;
+        // Every license keeps its own lineage: the header lists them all (ascending), each
+        // record names its own by index.
+        let mut lineages = snap.backup_lineages()?;
+        if lineages.is_empty() {
+            lineages.push(lineage_id);
+        }
+        if lineages.len() > MAX_LINEAGES {
+            return Err(Error::BackupRestore(format!(
+                "the store's licenses come from {} lineages; a backup holds at most {MAX_LINEAGES}",
+                lineages.len()
+            )));
+        }
         let mut header = Header {
+            version: VERSION,
             backup_id: crypto::random_array()?,
             lineage_id,
             source_device_id: device_id,
@@ -191,6 +206,7 @@ pub fn backup(
             license_count: backed_up,
             service_key_id: key.key_id,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            lineages,
             sealed_data_key: SealedKey {
                 encapped: [0; 32],
                 ciphertext: [0; 48],
@@ -210,10 +226,13 @@ pub fn backup(
         )?;
         c.streaming = true;
         let mut clock = ProgressClock::new();
-        snap.for_each(|l| {
+        snap.for_each_with_lineage(|l, lineage| {
             clock.tick(rep, cancel, c)?;
             if l.may_back_up() {
-                writer.push(l)?;
+                let index = header.lineages.binary_search(lineage).map_err(|_| {
+                    Error::Internal("a license's lineage is missing from the backup header".into())
+                })?;
+                writer.push(l, index as u16)?;
                 c.processed += 1;
             } else {
                 c.skipped += 1;

@@ -7,11 +7,11 @@ use super::install::{self, Staging};
 use super::{backup_file_of, Cancel, Counters, Event, Reporter, RestoreJob};
 use crate::crypto;
 use crate::error::{Error, Result};
-use crate::format::{self, BackupReader};
+use crate::format::{self, BackupReader, BackupVerifier};
 use crate::fsutil;
 use crate::identity::{DeviceIdentity, PendingIdentity};
 use crate::license::{unix_now, License};
-use crate::service::GrantRequest;
+use crate::service::{Grant, GrantRequest};
 use crate::store::{ImportMode, Store};
 use std::fs::File;
 use std::io::{BufReader, ErrorKind};
@@ -91,7 +91,8 @@ pub fn restore(
         let pending = PendingIdentity::for_restore(&store_dir, header.backup_id)?;
         pending.identity.save_new(staging.path())?;
         request_id = Some(pending.request_id);
-        let store = Store::create_with_lineage(staging.path(), header.lineage_id)?;
+        // A new store has its own lineage; the licenses it receives keep theirs.
+        let store = Store::create_staged(staging.path())?;
         Target::New { store, staging }
     };
     if let Target::Existing(s) | Target::New { store: s, .. } = &target {
@@ -117,8 +118,8 @@ pub fn restore(
     rep.event(Event::Connecting, c);
     let granted = service.grant(&request);
     rep.event(Event::Disconnecting, c);
-    let sealed = match granted {
-        Ok(s) => s,
+    let grant = match granted {
+        Ok(g) => g,
         Err(e) => {
             if let Error::RestoreFraud { help_url, .. } = &e {
                 if let Some(url) = help_url {
@@ -132,41 +133,66 @@ pub fn restore(
         }
     };
     cancel.check()?;
+    let wrong_grant = || {
+        Error::BackupRestore(
+            "the License Management Service answered with another kind of grant than asked for"
+                .into(),
+        )
+    };
+    let interrupt = cancel.clone();
+    let interrupt: Box<dyn Fn() -> bool + Send> = Box::new(move || interrupt.is_set());
+    if job.verify_only {
+        // A dry run never gets the data key: a version 2 backup is checked chunk by chunk with
+        // its verify key, a version 1 backup (no verify key) by its framing only.
+        let verify_key = match (grant, header.version) {
+            (Grant::VerifyKey(sealed), v) if v != format::VERSION_1 => {
+                Some(request.open_verify_grant(&identity.keys.secret, &sealed)?)
+            }
+            (Grant::Verdict, format::VERSION_1) => None,
+            _ => return Err(wrong_grant()),
+        };
+        // The service opened the data key with the header as associated data: from here on
+        // the header's count is authenticated and may be reported.
+        c.total = header.license_count;
+        c.streaming = true;
+        let mut verifier =
+            BackupVerifier::new(input, &header, verify_key.as_ref())?.with_interrupt(interrupt);
+        let mut clock = ProgressClock::new();
+        while let Some(n) = verifier.next_chunk()? {
+            c.processed += n;
+            clock.tick(rep, cancel, c)?;
+        }
+        return cancel.check();
+    }
+    let Grant::DataKey(sealed) = grant else {
+        return Err(wrong_grant());
+    };
     let data_key = request.open_grant(&identity.keys.secret, &sealed)?;
     // The service opened the data key with the header as associated data: from here on the
     // header's count is authenticated and may be reported.
     c.total = header.license_count;
-    let interrupt = cancel.clone();
     let mut stream = RestoreStream {
-        reader: BackupReader::new(input, &header, &data_key)
-            .with_interrupt(Box::new(move || interrupt.is_set())),
+        reader: BackupReader::new(input, &header, &data_key).with_interrupt(interrupt),
         rep,
         cancel,
         counters: c,
         clock: ProgressClock::new(),
         now: unix_now(),
     };
-    let commit = !job.verify_only;
     match target {
-        Target::Existing(mut store) => {
-            // An empty store that receives a backup continues its lineage, as a store created by
-            // the restore would: backing it up again must not start a fresh restore count.
-            stream.import_into(&mut store, commit, Some(header.lineage_id))?
-        }
+        Target::Existing(mut store) => stream.import_into(&mut store)?,
         Target::New { mut store, staging } => {
-            stream.import_into(&mut store, commit, None)?;
-            if commit {
-                // The new store exists only once installed: until then a cancel still discards
-                // it. The checkpoint (the slow part of closing a large store) is interruptible.
-                cancel.check()?;
-                store.checkpoint()?;
-                cancel.check()?;
-                drop(store);
-                install::install_staged_store(staging, &store_dir, &|| cancel.is_set())?;
-                PendingIdentity::remove(&store_dir);
-            }
+            stream.import_into(&mut store)?;
+            // The new store exists only once installed: until then a cancel still discards
+            // it. The checkpoint (the slow part of closing a large store) is interruptible.
+            cancel.check()?;
+            store.checkpoint()?;
+            cancel.check()?;
+            drop(store);
+            install::install_staged_store(staging, &store_dir, &|| cancel.is_set())?;
+            PendingIdentity::remove(&store_dir);
         }
-        Target::Ephemeral(_) => stream.run(|_| Ok(true))?,
+        Target::Ephemeral(_) => return Err(Error::Internal("a restore without a store".into())),
     }
     Ok(())
 }
@@ -184,10 +210,10 @@ struct RestoreStream<'a> {
 impl RestoreStream<'_> {
     /// Applies the restore rules to every license: expired ones are skipped, `write` decides
     /// whether a newer copy already in the store wins.
-    fn run(&mut self, mut write: impl FnMut(&License) -> Result<bool>) -> Result<()> {
+    fn run(&mut self, mut write: impl FnMut(&License, &[u8; 16]) -> Result<bool>) -> Result<()> {
         self.counters.streaming = true;
-        while let Some(l) = self.reader.next_license()? {
-            if l.is_expired(self.now) || !write(&l)? {
+        while let Some((l, lineage)) = self.reader.next_entry()? {
+            if l.is_expired(self.now) || !write(&l, &lineage)? {
                 self.counters.skipped += 1;
             } else {
                 self.counters.processed += 1;
@@ -198,20 +224,11 @@ impl RestoreStream<'_> {
         self.cancel.check()
     }
 
-    fn import_into(
-        &mut self,
-        store: &mut Store,
-        commit: bool,
-        adopt_lineage: Option<[u8; 16]>,
-    ) -> Result<()> {
-        let mode = if commit {
-            ImportMode::Write { adopt_lineage }
-        } else {
-            ImportMode::CheckOnly
-        };
+    /// Imports every license with its own lineage.
+    fn import_into(&mut self, store: &mut Store) -> Result<()> {
         let cancel = self.cancel.clone();
-        store.import(mode, &move || cancel.is_set(), |imp| {
-            self.run(|l| imp.put_if_newer(l))
+        store.import(ImportMode::Write, &move || cancel.is_set(), |imp| {
+            self.run(|l, lineage| imp.put_if_newer(l, lineage))
         })
     }
 }
