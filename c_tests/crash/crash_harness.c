@@ -708,6 +708,18 @@ static int run_killed(const run_paths *p, double delay_ms, int *status, double *
   return ended ? PHASE_AFTER : began ? PHASE_MID : PHASE_BEFORE;
 }
 
+static void print_table_header(void) {
+  printf("%-12s %5s | %6s %5s %5s | %5s %6s %7s %9s %6s | %7s %6s | %8s %7s\n", "mode", "runs", "before", "mid",
+         "after", "state", "source", "next-op", "leftovers", "errors", "old/bef", "new/aft", "litter", "time s");
+}
+
+static void print_table_row(const char *name, const mode_stats *s) {
+  printf("%-12s %5u | %6u %5u %5u | %5u %6u %7u %9u %6u | %7u %6u | %8u %7.1f\n", name, s->runs,
+         s->phase[PHASE_BEFORE], s->phase[PHASE_MID], s->phase[PHASE_AFTER], s->violations[V_STATE],
+         s->violations[V_SOURCE], s->violations[V_NEXT], s->violations[V_LEFTOVER], s->violations[V_ERROR],
+         s->state_count[0], s->state_count[1], s->litter, s->seconds);
+}
+
 static const char *phase_name(int ph) {
   return ph == PHASE_BEFORE ? "before BEGIN" : ph == PHASE_MID ? "mid-operation" : "after END";
 }
@@ -834,7 +846,8 @@ static void run_mode(int mode, const char *root, mode_stats *st) {
       }
     }
     if ((run + 1 - first) % 50 == 0 && run + 1 < last) {
-      printf("%s: %u/%u runs done\n", mode_names[mode], run + 1 - first, last - first);
+      printf("%s: %u/%u runs done: %u mid-operation kills, %u run(s) with violations\n", mode_names[mode],
+             run + 1 - first, last - first, st->phase[PHASE_MID], st->runs_violating);
     }
     fflush(stdout);
   }
@@ -842,6 +855,11 @@ static void run_mode(int mode, const char *root, mode_stats *st) {
   if (!opt_keep) wmt_rm_rf(m.base);
   clock_gettime(CLOCK_MONOTONIC, &t_end);
   st->seconds = ts_diff_ms(t_end, t_start) / 1000.0;
+  /* The mode's figures at once, so that an interrupted run of several modes keeps them. */
+  printf("%s done:\n", mode_names[mode]);
+  print_table_header();
+  print_table_row(mode_names[mode], st);
+  fflush(stdout);
 }
 
 static void usage(void) {
@@ -898,15 +916,10 @@ int main(int argc, char **argv) {
   if (!opt_keep) wmt_rm_rf(root);
 
   printf("\ncrash_harness summary (seed %" PRIu64 ", %u licenses)\n", opt_seed, opt_licenses);
-  printf("%-12s %5s | %6s %5s %5s | %5s %6s %7s %9s %6s | %7s %6s | %8s %7s\n", "mode", "runs", "before", "mid",
-         "after", "state", "source", "next-op", "leftovers", "errors", "old/bef", "new/aft", "litter", "time s");
+  print_table_header();
   for (i = 0; i < nmodes; i++) {
-    const mode_stats *s = &stats[i];
-    printf("%-12s %5u | %6u %5u %5u | %5u %6u %7u %9u %6u | %7u %6u | %8u %7.1f\n", mode_names[modes[i]], s->runs,
-           s->phase[PHASE_BEFORE], s->phase[PHASE_MID], s->phase[PHASE_AFTER], s->violations[V_STATE],
-           s->violations[V_SOURCE], s->violations[V_NEXT], s->violations[V_LEFTOVER], s->violations[V_ERROR],
-           s->state_count[0], s->state_count[1], s->litter, s->seconds);
-    for (k = 0; k < V_COUNT; k++) total_violations += s->violations[k];
+    print_table_row(mode_names[modes[i]], &stats[i]);
+    for (k = 0; k < V_COUNT; k++) total_violations += stats[i].violations[k];
   }
   printf("kills: before BEGIN / mid-operation / after END. violations by kind: state (backup neither old\n"
          "nor complete new, store neither before nor after), source (store backed up changed), next-op\n"
