@@ -35,10 +35,14 @@ pub const WM_TYPE_GUID: u32 = 6;
 
 /// Backup flag: replace an existing backup at BackupPath.
 pub const WM_BACKUP_OVERWRITE: u32 = 0x1;
-/// Restore flag: create the store if it does not exist yet (it gets a new device identity and
-/// continues the backup's lineage).
+/// Restore flag: create the store if it does not exist yet. It gets a new random device
+/// identity (kept beside its place until it is installed, so a retry is the same device) and a
+/// lineage of its own; the restored licenses keep theirs.
 pub const WM_RESTORE_INDIVIDUALIZE: u32 = 0x2;
-/// Restore flag: do every check of a restore (service grant included) and change nothing.
+/// Restore flag: do every check of a restore and change nothing. The License Management
+/// Service gives its verdict without counting a device and hands out no key that decrypts a
+/// license; a version 2 backup is authenticated chunk by chunk all the same (END: processed =
+/// total = licenses verified, skipped 0), a version 1 backup only in its structure.
 pub const WM_RESTORE_VERIFY_ONLY: u32 = 0x100;
 /// wm_backup_restorer_wait timeout that never expires.
 pub const WM_INFINITE: u32 = 0xFFFF_FFFF;
