@@ -137,9 +137,20 @@ fn chunked_licenses() -> Vec<License> {
         .collect()
 }
 
-fn header(service: &KeyPair, rng: &mut SeededRng, license_count: u64, chunk_size: u32) -> Header {
+/// The header of every vector: fixed IDs and time; `lineages` empty for version 1.
+fn header(
+    service: &KeyPair,
+    rng: &mut SeededRng,
+    license_count: u64,
+    chunk_size: u32,
+    lineages: Vec<[u8; 16]>,
+) -> Header {
     let mut h = Header {
-        version: format::VERSION_1,
+        version: if lineages.is_empty() {
+            format::VERSION_1
+        } else {
+            format::VERSION
+        },
         backup_id: [0x11; 16],
         lineage_id: [0x22; 16],
         source_device_id: [0x33; 16],
@@ -147,7 +158,7 @@ fn header(service: &KeyPair, rng: &mut SeededRng, license_count: u64, chunk_size
         license_count,
         service_key_id: [0x44; 16],
         chunk_size,
-        lineages: Vec::new(),
+        lineages,
         sealed_data_key: SealedKey {
             encapped: [0; 32],
             ciphertext: [0; 48],
@@ -167,7 +178,13 @@ fn header(service: &KeyPair, rng: &mut SeededRng, license_count: u64, chunk_size
 fn generate(licenses: &[License], chunk_size: u32) -> Vec<u8> {
     let service = KeyPair::derive(SERVICE_IKM);
     let mut rng = SeededRng::new(SEED);
-    let h = header(&service, &mut rng, licenses.len() as u64, chunk_size);
+    let h = header(
+        &service,
+        &mut rng,
+        licenses.len() as u64,
+        chunk_size,
+        Vec::new(),
+    );
     let mut w = BackupWriter::new(Vec::new(), &h, &DATA_KEY).unwrap();
     for l in licenses {
         w.push(l, 0).unwrap();
@@ -378,29 +395,13 @@ fn generate_v2() -> Vec<u8> {
     let service = KeyPair::derive(SERVICE_IKM);
     let mut rng = SeededRng::new(SEED);
     let licenses = chunked_licenses();
-    let mut h = Header {
-        version: format::VERSION,
-        backup_id: [0x11; 16],
-        lineage_id: [0x22; 16],
-        source_device_id: [0x33; 16],
-        created_at: 1_750_000_000,
-        license_count: licenses.len() as u64,
-        service_key_id: [0x44; 16],
-        chunk_size: MIN_CHUNK_SIZE,
-        lineages: V2_LINEAGES.to_vec(),
-        sealed_data_key: SealedKey {
-            encapped: [0; 32],
-            ciphertext: [0; 48],
-        },
-    };
-    h.sealed_data_key = hpke_seal_key(
-        &service.public,
-        INFO_DATA_KEY,
-        &h.core_bytes(),
-        &DATA_KEY,
+    let h = header(
+        &service,
         &mut rng,
-    )
-    .unwrap();
+        licenses.len() as u64,
+        MIN_CHUNK_SIZE,
+        V2_LINEAGES.to_vec(),
+    );
     let mut w = BackupWriter::new(Vec::new(), &h, &DATA_KEY).unwrap();
     for (i, l) in licenses.iter().enumerate() {
         w.push(l, v2_lineage_of(i) as u16).unwrap();
