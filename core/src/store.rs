@@ -40,8 +40,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const COLUMNS: &str =
     "key_id, sealed_content_key, title, rights, play_count, begin_date, expiration_date, issued_at";
 
+/// A license put here has this store's lineage (?9 is NULL); replacing one keeps its lineage.
 const UPSERT: &str = "INSERT INTO licenses (key_id, sealed_content_key, title, rights, play_count,
-        begin_date, expiration_date, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        begin_date, expiration_date, issued_at, lineage_id)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
      ON CONFLICT (key_id) DO UPDATE SET sealed_content_key = excluded.sealed_content_key,
         title = excluded.title, rights = excluded.rights, play_count = excluded.play_count,
         begin_date = excluded.begin_date, expiration_date = excluded.expiration_date,
@@ -174,7 +176,7 @@ impl Store {
             let mut stmt = tx.prepare_cached(UPSERT)?;
             for l in licenses {
                 let sealed = self.sealer.seal(&l.key_id, &l.content_key)?;
-                bind_and_run(&mut stmt, l, &sealed)?;
+                bind_and_run(&mut stmt, l, &sealed, None)?;
             }
         }
         tx.commit()?;
@@ -402,19 +404,7 @@ impl Importer<'_> {
             ImportMode::Write => {
                 let sealed = self.sealer.seal(&license.key_id, &license.content_key)?;
                 let lineage = (*lineage != self.own_lineage).then_some(&lineage[..]);
-                let l = license;
-                let n = self.stmt.execute(params![
-                    l.key_id,
-                    sealed,
-                    l.title,
-                    l.rights,
-                    l.play_count,
-                    l.begin_date,
-                    l.expiration_date,
-                    l.issued_at,
-                    lineage
-                ])?;
-                Ok(n > 0)
+                Ok(bind_and_run(&mut self.stmt, license, &sealed, lineage)? > 0)
             }
             ImportMode::CheckOnly => {
                 let stored: Option<i64> = self
@@ -427,10 +417,12 @@ impl Importer<'_> {
     }
 }
 
+/// Runs UPSERT or UPSERT_IF_NEWER for `l`; `lineage` None: this store's own.
 fn bind_and_run(
     stmt: &mut rusqlite::CachedStatement<'_>,
     l: &License,
     sealed: &[u8],
+    lineage: Option<&[u8]>,
 ) -> Result<usize> {
     Ok(stmt.execute(params![
         l.key_id,
@@ -440,7 +432,8 @@ fn bind_and_run(
         l.play_count,
         l.begin_date,
         l.expiration_date,
-        l.issued_at
+        l.issued_at,
+        lineage
     ])?)
 }
 
