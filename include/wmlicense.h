@@ -33,8 +33,15 @@
 #define WM_PROP_RESTORE_PATH "RestorePath"
 /** Property: the license store to back up from / restore into; unset = the default store. WM_TYPE_STRING. */
 #define WM_PROP_STORE_PATH "StorePath"
-/** Property: URL of the License Management Service; unset = the embedded local service. WM_TYPE_STRING. */
+/** Property: http:// or https:// base URL of a network License Management Service
+    (wmlicense-service); unset = the embedded local service. https verifies the server with the
+    system's roots plus the PEM bundle named by $WMLICENSE_CA_FILE. WM_TYPE_STRING. */
 #define WM_PROP_SERVICE_URL "ServiceUrl"
+/** Property: the network service's X25519 public key (64 hex digits), pinned: a backup is
+    sealed to it without asking the service (END WM_E_INVALIDARG if it does not parse); unset
+    with ServiceUrl set = the backup fetches the service's current key (CONNECTING,
+    DISCONNECTING). WM_TYPE_STRING. */
+#define WM_PROP_SERVICE_KEY "ServiceKey"
 /** Property: the data directory of this restorer's embedded License Management Service, its
     per-user state and the default store; unset = $WMLICENSE_HOME or the platform default.
     WM_TYPE_STRING. */
@@ -95,6 +102,12 @@
  * total = licenses verified, skipped 0), a version 1 backup only in its structure.
  */
 #define WM_RESTORE_VERIFY_ONLY 256
+
+/**
+ * Release flag: instead of the store's own device, free every device of the lineages of the
+ * backup at RestorePath (a reset: once per reset window, else WM_E_TOO_MANY_RESETS).
+ */
+#define WM_RELEASE_ALL_DEVICES 1
 
 /**
  * wm_backup_restorer_wait timeout that never expires.
@@ -179,15 +192,17 @@ typedef enum wm_status {
    */
   WM_STATUS_BACKUPRESTORE_END = 27,
   /**
-   * Restore: asking the License Management Service for a grant.
+   * Restore and release (and a backup that fetches a network service's key): asking the
+   * License Management Service.
    */
   WM_STATUS_BACKUPRESTORE_CONNECTING = 28,
   /**
-   * Restore: the License Management Service answered.
+   * The License Management Service answered, or could not be reached.
    */
   WM_STATUS_BACKUPRESTORE_DISCONNECTING = 29,
   /**
-   * Restore: the service refused (`hr`) and gives a help URL (`message`).
+   * Restore: the service refused (`hr`) and gives a help URL (`message`); `devices_used` and
+   * `device_limit` say why.
    */
   WM_STATUS_ERROR_WITHURL = 30,
   /**
@@ -212,6 +227,10 @@ typedef enum wm_operation {
    * wm_backup_restorer_restore.
    */
   WM_OPERATION_RESTORE = 2,
+  /**
+   * wm_backup_restorer_release.
+   */
+  WM_OPERATION_RELEASE = 3,
 } wm_operation;
 
 /**
@@ -283,6 +302,16 @@ typedef struct wm_event {
    * END on failure: what went wrong; ERROR_WITHURL: the URL; otherwise NULL.
    */
   const char *message;
+  /**
+   * END of a restore or release, ERROR_WITHURL: the service's count of devices of the
+   * backup's lineage after its decision (several lineages: the one closest to its limit);
+   * 0 when unknown. A restore with WM_RESTORE_VERIFY_ONLY reads it without using a device.
+   */
+  uint32_t devices_used;
+  /**
+   * With devices_used: the lineage's device limit; 0 when unknown.
+   */
+  uint32_t device_limit;
 } wm_event;
 
 /**
@@ -460,6 +489,12 @@ typedef int32_t (*wm_license_visitor)(const struct wm_license *license, void *co
 #define WM_E_RESTORE_FRAUD (wm_hresult)3222087507u
 
 /**
+ * 0xC00D2766: a reset of a lineage's devices inside its reset window (one reset per window,
+ * 365 days by default).
+ */
+#define WM_E_TOO_MANY_RESETS (wm_hresult)3222087526u
+
+/**
  * 0xC00D2768: the operation was cancelled.
  */
 #define WM_E_OPERATION_CANCELED (wm_hresult)3222087528u
@@ -588,6 +623,28 @@ wm_hresult wm_backup_restorer_cancel_backup(struct wm_backup_restorer *restorer)
  * carries WM_E_OPERATION_CANCELED. Returns WM_S_FALSE when no restore is running.
  */
 wm_hresult wm_backup_restorer_cancel_restore(struct wm_backup_restorer *restorer);
+
+/**
+ * Starts a release on a worker thread. Flags 0: the store at StorePath (the default store when
+ * unset) gives back its device's slot in every lineage the service counts it for, and its
+ * licenses of those lineages are removed; if the service cannot be reached or refuses, the
+ * store is unchanged; a device that is not counted changes nothing (END WM_S_FALSE).
+ * WM_RELEASE_ALL_DEVICES: frees every device of the lineages of the backup at RestorePath,
+ * proven by the backup itself (for a machine that died with its store); once per reset window,
+ * else END WM_E_TOO_MANY_RESETS.
+ * Events: BEGIN, CONNECTING, DISCONNECTING, [ERROR_WITHURL], END (with devices_used and
+ * device_limit). Fails without starting anything only for unknown flags (WM_E_INVALIDARG),
+ * RestorePath unset with WM_RELEASE_ALL_DEVICES (WM_E_INVALID_PROPERTY) and an operation
+ * already running (WM_E_BACKUPRESTORE_BUSY).
+ */
+wm_hresult wm_backup_restorer_release(struct wm_backup_restorer *restorer, uint32_t flags);
+
+/**
+ * Cancels a running release: it stops promptly (a network wait included) and its END carries
+ * WM_E_OPERATION_CANCELED; once the service has released, the store's licenses are removed
+ * anyway (a retry would finish it). Returns WM_S_FALSE when no release is running.
+ */
+wm_hresult wm_backup_restorer_cancel_release(struct wm_backup_restorer *restorer);
 
 /**
  * Waits up to `timeout_ms` milliseconds (WM_INFINITE: no limit) until no operation is running

@@ -17,11 +17,13 @@ pub enum wm_status {
     /// An operation ended; `hr` is its outcome, `message` says why on failure. Always the last
     /// event of an operation, exactly once.
     WM_STATUS_BACKUPRESTORE_END = 0x1B,
-    /// Restore: asking the License Management Service for a grant.
+    /// Restore and release (and a backup that fetches a network service's key): asking the
+    /// License Management Service.
     WM_STATUS_BACKUPRESTORE_CONNECTING = 0x1C,
-    /// Restore: the License Management Service answered.
+    /// The License Management Service answered, or could not be reached.
     WM_STATUS_BACKUPRESTORE_DISCONNECTING = 0x1D,
-    /// Restore: the service refused (`hr`) and gives a help URL (`message`).
+    /// Restore: the service refused (`hr`) and gives a help URL (`message`); `devices_used` and
+    /// `device_limit` say why.
     WM_STATUS_ERROR_WITHURL = 0x1E,
     /// Backup: this license (`key_id`, `title`) may not be backed up and was left out.
     WM_STATUS_RESTRICTED_LICENSE = 0x1F,
@@ -38,6 +40,8 @@ pub enum wm_operation {
     WM_OPERATION_BACKUP = 1,
     /// wm_backup_restorer_restore.
     WM_OPERATION_RESTORE = 2,
+    /// wm_backup_restorer_release.
+    WM_OPERATION_RELEASE = 3,
 }
 
 /// One event of a backup restorer. The event and every pointer in it are valid only during the
@@ -68,6 +72,12 @@ pub struct wm_event {
     pub skipped: u64,
     /// END on failure: what went wrong; ERROR_WITHURL: the URL; otherwise NULL.
     pub message: *const c_char,
+    /// END of a restore or release, ERROR_WITHURL: the service's count of devices of the
+    /// backup's lineage after its decision (several lineages: the one closest to its limit);
+    /// 0 when unknown. A restore with WM_RESTORE_VERIFY_ONLY reads it without using a device.
+    pub devices_used: u32,
+    /// With devices_used: the lineage's device limit; 0 when unknown.
+    pub device_limit: u32,
 }
 
 /// Receives the events of a backup restorer, on a library worker thread (never inside the call
@@ -106,6 +116,7 @@ pub(crate) fn sink_for(
             operation: match op {
                 Operation::Backup => wm_operation::WM_OPERATION_BACKUP,
                 Operation::Restore => wm_operation::WM_OPERATION_RESTORE,
+                Operation::Release => wm_operation::WM_OPERATION_RELEASE,
             },
             key_id: std::ptr::null(),
             key_id_len: 0,
@@ -114,6 +125,8 @@ pub(crate) fn sink_for(
             total: c.total,
             skipped: c.skipped,
             message: std::ptr::null(),
+            devices_used: 0,
+            device_limit: 0,
         };
         // Owners of the strings the event points to; they outlive the callback.
         let mut title = None;
@@ -131,6 +144,8 @@ pub(crate) fn sink_for(
                 ev.status = wm_status::WM_STATUS_ERROR_WITHURL;
                 ev.hr = WM_E_RESTORE_FRAUD;
                 message = Some(c_string(url));
+                ev.devices_used = c.devices_used;
+                ev.device_limit = c.device_limit;
             }
             Notice::Op(Event::Restricted { key_id, title: t }) => {
                 ev.status = wm_status::WM_STATUS_RESTRICTED_LICENSE;
@@ -140,9 +155,15 @@ pub(crate) fn sink_for(
             }
             Notice::End(result) => {
                 ev.status = wm_status::WM_STATUS_BACKUPRESTORE_END;
-                if let Err(e) = result {
-                    ev.hr = hresult_of(e);
-                    message = Some(c_string(&message_of(e)));
+                ev.devices_used = c.devices_used;
+                ev.device_limit = c.device_limit;
+                match result {
+                    Err(e) => {
+                        ev.hr = hresult_of(e);
+                        message = Some(c_string(&message_of(e)));
+                    }
+                    Ok(()) if c.unchanged => ev.hr = WM_S_FALSE,
+                    Ok(()) => {}
                 }
             }
         }

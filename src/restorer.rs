@@ -8,7 +8,9 @@ use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::Duration;
 use wmlicense_core::props::PropName;
-use wmlicense_core::restorer::{BackupOptions, Operation, RestoreOptions, Restorer};
+use wmlicense_core::restorer::{
+    BackupOptions, Operation, ReleaseOptions, RestoreOptions, Restorer,
+};
 use wmlicense_core::Error;
 
 /// A backup restorer (opaque): the Windows Media Format SDK's backup restorer object. Create
@@ -44,6 +46,9 @@ pub const WM_RESTORE_INDIVIDUALIZE: u32 = 0x2;
 /// license; a version 2 backup is authenticated chunk by chunk all the same (END: processed =
 /// total = licenses verified, skipped 0), a version 1 backup only in its structure.
 pub const WM_RESTORE_VERIFY_ONLY: u32 = 0x100;
+/// Release flag: instead of the store's own device, free every device of the lineages of the
+/// backup at RestorePath (a reset: once per reset window, else WM_E_TOO_MANY_RESETS).
+pub const WM_RELEASE_ALL_DEVICES: u32 = 0x1;
 /// wm_backup_restorer_wait timeout that never expires.
 pub const WM_INFINITE: u32 = 0xFFFF_FFFF;
 
@@ -312,6 +317,43 @@ pub unsafe extern "C" fn wm_backup_restorer_cancel_restore(
 ) -> wm_hresult {
     call("wm_backup_restorer_cancel_restore", || {
         cancel(restorer, Operation::Restore)
+    })
+}
+
+/// Starts a release on a worker thread. Flags 0: the store at StorePath (the default store when
+/// unset) gives back its device's slot in every lineage the service counts it for, and its
+/// licenses of those lineages are removed; if the service cannot be reached or refuses, the
+/// store is unchanged; a device that is not counted changes nothing (END WM_S_FALSE).
+/// WM_RELEASE_ALL_DEVICES: frees every device of the lineages of the backup at RestorePath,
+/// proven by the backup itself (for a machine that died with its store); once per reset window,
+/// else END WM_E_TOO_MANY_RESETS.
+/// Events: BEGIN, CONNECTING, DISCONNECTING, [ERROR_WITHURL], END (with devices_used and
+/// device_limit). Fails without starting anything only for unknown flags (WM_E_INVALIDARG),
+/// RestorePath unset with WM_RELEASE_ALL_DEVICES (WM_E_INVALID_PROPERTY) and an operation
+/// already running (WM_E_BACKUPRESTORE_BUSY).
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_release(
+    restorer: *mut wm_backup_restorer,
+    flags: u32,
+) -> wm_hresult {
+    call("wm_backup_restorer_release", || {
+        check_flags(flags, WM_RELEASE_ALL_DEVICES, "a release")?;
+        live_restorer(restorer)?.release(ReleaseOptions {
+            all_devices: flags & WM_RELEASE_ALL_DEVICES != 0,
+        })?;
+        Ok(WM_S_OK)
+    })
+}
+
+/// Cancels a running release: it stops promptly (a network wait included) and its END carries
+/// WM_E_OPERATION_CANCELED; once the service has released, the store's licenses are removed
+/// anyway (a retry would finish it). Returns WM_S_FALSE when no release is running.
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_cancel_release(
+    restorer: *mut wm_backup_restorer,
+) -> wm_hresult {
+    call("wm_backup_restorer_cancel_release", || {
+        cancel(restorer, Operation::Release)
     })
 }
 

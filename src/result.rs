@@ -53,6 +53,9 @@ pub const WM_E_INVALID_PROPERTY: wm_hresult = 0xC00D_2749_u32 as wm_hresult;
 pub const WM_E_UNSUPPORTED_PROPERTY: wm_hresult = 0xC00D_275D_u32 as wm_hresult;
 /// 0xC00D2753: the License Management Service refuses: the restore limit is reached.
 pub const WM_E_RESTORE_FRAUD: wm_hresult = 0xC00D_2753_u32 as wm_hresult;
+/// 0xC00D2766: a reset of a lineage's devices inside its reset window (one reset per window,
+/// 365 days by default).
+pub const WM_E_TOO_MANY_RESETS: wm_hresult = 0xC00D_2766_u32 as wm_hresult;
 /// 0xC00D2768: the operation was cancelled.
 pub const WM_E_OPERATION_CANCELED: wm_hresult = 0xC00D_2768_u32 as wm_hresult;
 /// 0xC00D2846: the License Management Service cannot be reached.
@@ -84,6 +87,7 @@ pub(crate) const MESSAGES: &[(wm_hresult, &str)] = &[
     (WM_E_INVALID_PROPERTY, "A required property is not set, or the property name is unknown.\0"),
     (WM_E_UNSUPPORTED_PROPERTY, "The property value has a type that the property does not accept.\0"),
     (WM_E_RESTORE_FRAUD, "The License Management Service refused the restore: the restore limit for these licenses is reached.\0"),
+    (WM_E_TOO_MANY_RESETS, "The License Management Service refused the reset: the lineage was already reset inside its reset window.\0"),
     (WM_E_OPERATION_CANCELED, "The operation was cancelled.\0"),
     (WM_E_RESTORE_SERVICE_UNAVAILABLE, "The License Management Service cannot be reached.\0"),
     (WM_E_INVALID_KID, "The key ID is empty or longer than 64 bytes.\0"),
@@ -120,6 +124,7 @@ pub(crate) fn hresult_of(e: &Error) -> wm_hresult {
         Error::InvalidProperty(_) => WM_E_INVALID_PROPERTY,
         Error::UnsupportedProperty(_) => WM_E_UNSUPPORTED_PROPERTY,
         Error::RestoreFraud { .. } => WM_E_RESTORE_FRAUD,
+        Error::TooManyResets(_) => WM_E_TOO_MANY_RESETS,
         Error::Canceled => WM_E_OPERATION_CANCELED,
         Error::ServiceUnavailable(_) => WM_E_RESTORE_SERVICE_UNAVAILABLE,
         Error::OutOfMemory => WM_E_OUTOFMEMORY,

@@ -129,6 +129,77 @@ pub fn hpke_open_key(
     (pt.len() == KEY_LEN).then(|| to_array(&pt))
 }
 
+/// Seals `key` to `recipient` with HPKE auth mode: only the holder of `sender`'s secret key
+/// can have produced it, so opening it proves possession of that key.
+pub fn hpke_seal_key_auth<R: RngCore + CryptoRng>(
+    recipient: &[u8; 32],
+    sender: &KeyPair,
+    info: &[u8],
+    aad: &[u8],
+    key: &[u8; KEY_LEN],
+    rng: &mut R,
+) -> Result<SealedKey> {
+    let pk = <HpkeKem as hpke::Kem>::PublicKey::from_bytes(recipient)
+        .map_err(|e| Error::Internal(format!("invalid X25519 public key: {e}")))?;
+    let sk = <HpkeKem as hpke::Kem>::PrivateKey::from_bytes(&sender.secret)
+        .map_err(|e| Error::Internal(format!("invalid X25519 secret key: {e}")))?;
+    let spk = <HpkeKem as hpke::Kem>::PublicKey::from_bytes(&sender.public)
+        .map_err(|e| Error::Internal(format!("invalid X25519 public key: {e}")))?;
+    let (enc, ct) = hpke::single_shot_seal::<HpkeAead, HpkeKdf, HpkeKem, R>(
+        &hpke::OpModeS::Auth((sk, spk)),
+        &pk,
+        info,
+        key,
+        aad,
+        rng,
+    )
+    .map_err(|e| Error::Internal(format!("HPKE seal failed: {e}")))?;
+    let mut sealed = SealedKey {
+        encapped: [0; ENCAPPED_LEN],
+        ciphertext: [0; SEALED_KEY_LEN],
+    };
+    sealed.encapped.copy_from_slice(&enc.to_bytes());
+    sealed.ciphertext.copy_from_slice(&ct);
+    Ok(sealed)
+}
+
+/// Opens a key sealed by [`hpke_seal_key_auth`] by `sender`; `None` when it does not
+/// authenticate (wrong sender, recipient, info or aad).
+pub fn hpke_open_key_auth(
+    secret: &[u8; 32],
+    sender: &[u8; 32],
+    info: &[u8],
+    aad: &[u8],
+    sealed: &SealedKey,
+) -> Option<[u8; KEY_LEN]> {
+    let sk = <HpkeKem as hpke::Kem>::PrivateKey::from_bytes(secret).ok()?;
+    let spk = <HpkeKem as hpke::Kem>::PublicKey::from_bytes(sender).ok()?;
+    let enc = <HpkeKem as hpke::Kem>::EncappedKey::from_bytes(&sealed.encapped).ok()?;
+    let pt = hpke::single_shot_open::<HpkeAead, HpkeKdf, HpkeKem>(
+        &hpke::OpModeR::Auth(spk),
+        &sk,
+        &enc,
+        info,
+        &sealed.ciphertext,
+        aad,
+    )
+    .ok()?;
+    (pt.len() == KEY_LEN).then(|| to_array(&pt))
+}
+
+/// The key ID of a service public key: the first 16 bytes of SHA-256 over a label and the key,
+/// so a backup sealed to a pinned key (`ServiceKey`) names it without asking the service.
+pub fn service_key_id(public_key: &[u8; 32]) -> [u8; 16] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"wmlicense service key id v1");
+    h.update(public_key);
+    let d = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&d[..16]);
+    id
+}
+
 /// Seals short secrets (content keys) at rest with XChaCha20-Poly1305.
 ///
 /// Nonces are a random 16-byte prefix drawn once per sealer followed by a 64-bit counter, so a

@@ -32,7 +32,13 @@ pub enum Error {
     RestoreFraud {
         message: String,
         help_url: Option<String>,
+        /// The service's count of the lineage's devices, and its limit (0/0 when unknown).
+        devices_used: u32,
+        device_limit: u32,
     },
+    /// A lineage reset inside its reset window.
+    #[error("the License Management Service refused the reset: {0}")]
+    TooManyResets(String),
     #[error("the operation was cancelled")]
     Canceled,
     #[error("the License Management Service cannot be reached: {0}")]

@@ -9,6 +9,7 @@ pub enum PropName {
     RestorePath,
     StorePath,
     ServiceUrl,
+    ServiceKey,
     DataPath,
 }
 
@@ -16,11 +17,12 @@ pub enum PropName {
 pub const VALUE_MAX: usize = 4096;
 
 impl PropName {
-    pub const ALL: [PropName; 5] = [
+    pub const ALL: [PropName; 6] = [
         PropName::BackupPath,
         PropName::RestorePath,
         PropName::StorePath,
         PropName::ServiceUrl,
+        PropName::ServiceKey,
         PropName::DataPath,
     ];
 
@@ -30,6 +32,7 @@ impl PropName {
             PropName::RestorePath => "RestorePath",
             PropName::StorePath => "StorePath",
             PropName::ServiceUrl => "ServiceUrl",
+            PropName::ServiceKey => "ServiceKey",
             PropName::DataPath => "DataPath",
         }
     }
@@ -40,7 +43,7 @@ impl PropName {
             .find(|p| p.as_str().eq_ignore_ascii_case(name))
             .ok_or_else(|| {
                 Error::InvalidProperty(format!(
-                    "unknown property '{name}' (known: BackupPath, RestorePath, StorePath, ServiceUrl, DataPath)"
+                    "unknown property '{name}' (known: BackupPath, RestorePath, StorePath, ServiceUrl, ServiceKey, DataPath)"
                 ))
             })
     }

@@ -14,7 +14,9 @@
 //!   operation winds down on its own. Waits between callbacks that would form a cycle are
 //!   refused (see [`WaitGraph`]) instead of deadlocking.
 
-use crate::engine::{self, BackupJob, Cancel, Counters, Event, Places, Reporter, RestoreJob};
+use crate::engine::{
+    self, BackupJob, Cancel, Counters, Event, Places, ReleaseJob, Reporter, RestoreJob,
+};
 use crate::error::{Error, Result};
 use crate::pool::{self, Task};
 use crate::props::{PropName, Props};
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 pub enum Operation {
     Backup,
     Restore,
+    Release,
 }
 
 impl Operation {
@@ -38,6 +41,7 @@ impl Operation {
         match self {
             Operation::Backup => "backup",
             Operation::Restore => "restore",
+            Operation::Release => "release",
         }
     }
 }
@@ -56,6 +60,14 @@ pub struct RestoreOptions {
     pub individualize: bool,
     /// Do every check of a restore, service grant included, and change nothing.
     pub verify_only: bool,
+}
+
+/// How a release runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseOptions {
+    /// Reset the lineages of the backup at RestorePath (every device) instead of releasing
+    /// the store's own device.
+    pub all_devices: bool,
 }
 
 /// One event as the restorer's sink receives it.
@@ -210,6 +222,7 @@ impl Reporter for JobReporter<'_> {
 enum Job {
     Backup(BackupJob),
     Restore(RestoreJob),
+    Release(ReleaseJob),
 }
 
 impl Restorer {
@@ -243,6 +256,7 @@ impl Restorer {
             store_dir: props.get(PropName::StorePath).map(PathBuf::from),
             data_dir: props.get(PropName::DataPath).map(PathBuf::from),
             service_url: props.get(PropName::ServiceUrl).map(str::to_owned),
+            service_key: props.get(PropName::ServiceKey).map(str::to_owned),
         }
     }
 
@@ -277,6 +291,22 @@ impl Restorer {
             verify_only: options.verify_only,
         };
         self.start(Operation::Restore, Job::Restore(job))
+    }
+
+    /// Starts a release: of the store's own device, or (`all_devices`) a reset of the lineages
+    /// of the backup at RestorePath. Only an unset RestorePath (for a reset) and a running
+    /// operation fail here; everything else is reported by END.
+    pub fn release(&self, options: ReleaseOptions) -> Result<()> {
+        let props = lock(&self.shared.props).clone();
+        let job = ReleaseJob {
+            places: Self::places(&props),
+            reset_from: if options.all_devices {
+                Some(Self::required_path(&props, PropName::RestorePath)?)
+            } else {
+                None
+            },
+        };
+        self.start(Operation::Release, Job::Release(job))
     }
 
     fn start(&self, op: Operation, job: Job) -> Result<()> {
@@ -413,6 +443,7 @@ fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Cancel) -> Option<A
         catch_unwind(AssertUnwindSafe(|| match &job {
             Job::Backup(b) => engine::backup(b, &mut rep, &cancel, c),
             Job::Restore(r) => engine::restore(r, &mut rep, &cancel, c),
+            Job::Release(r) => engine::release(r, &mut rep, &cancel, c),
         }))
         .unwrap_or_else(|_| Err(Error::Internal(format!("the {} panicked", op.name()))))
     };

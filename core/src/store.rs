@@ -208,6 +208,26 @@ impl Store {
         Ok(())
     }
 
+    /// Removes every license of the given lineages, in one transaction; how many went.
+    pub fn remove_lineages(&mut self, lineages: &[[u8; 16]]) -> Result<u64> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        for l in lineages {
+            n += if *l == self.lineage_id {
+                tx.execute(
+                    "DELETE FROM licenses WHERE lineage_id IS NULL OR lineage_id = ?1",
+                    [&l[..]],
+                )?
+            } else {
+                tx.execute("DELETE FROM licenses WHERE lineage_id = ?1", [&l[..]])?
+            };
+        }
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
     pub fn count(&self) -> Result<u64> {
         let n: i64 = self
             .conn

@@ -69,6 +69,7 @@ fn a_restore_sweeps_dead_staging_directories_and_dead_backup_temporaries() {
         store_dir: Some(store.to_path_buf()),
         data_dir: Some(home.clone()),
         service_url: None,
+        service_key: None,
     };
     let backup = wmlicense_core::engine::BackupJob {
         places: places(&source),

@@ -159,8 +159,7 @@ pub fn backup(
     let target = job.refuse_existing_backup()?;
     let mut store = open_source_store(&job.places.store_dir()?)?;
     cancel.watch(&store)?;
-    let service = job.places.service()?;
-    let key = service.service_key()?;
+    let key = job.places.backup_key(rep, cancel, c)?;
     cancel.check()?;
 
     let tmp_path = fsutil::temp_path_for(&target)

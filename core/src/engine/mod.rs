@@ -10,10 +10,12 @@
 mod backup;
 mod cancel;
 mod install;
+mod release;
 mod restore;
 
 pub use backup::backup;
 pub use cancel::{Cancel, PROGRESS_INTERVAL};
+pub use release::release;
 pub use restore::restore;
 
 use crate::error::{Error, Result};
@@ -44,6 +46,13 @@ pub struct Counters {
     pub skipped: u64,
     /// True once licenses started to flow: a final PROGRESS precedes END from then on.
     pub streaming: bool,
+    /// Restore and release: the service's count of the lineage's devices after its decision,
+    /// and its limit (0/0 when unknown).
+    pub devices_used: u32,
+    pub device_limit: u32,
+    /// The operation succeeded without changing anything (a release of a device that was not
+    /// counted): END carries WM_S_FALSE.
+    pub unchanged: bool,
 }
 
 /// Receives the events of a running operation.
@@ -60,6 +69,9 @@ pub struct Places {
     pub data_dir: Option<PathBuf>,
     /// The License Management Service; `None`: the embedded one in the data directory.
     pub service_url: Option<String>,
+    /// The pinned public key new backups are sealed to (64 hex digits, `ServiceKey`); `None`:
+    /// the service's current key.
+    pub service_key: Option<String>,
 }
 
 impl Places {
@@ -79,6 +91,46 @@ impl Places {
 
     fn service(&self) -> Result<Box<dyn crate::service::LicenseService>> {
         crate::service::connect(self.service_url.as_deref(), &self.data_dir()?)
+    }
+
+    /// The key a backup is sealed to: the pinned `ServiceKey`, or the service's current key
+    /// (fetched between CONNECTING and DISCONNECTING from a network service).
+    fn backup_key(
+        &self,
+        rep: &mut dyn Reporter,
+        cancel: &Cancel,
+        c: &mut Counters,
+    ) -> Result<crate::service::ServiceKey> {
+        if let Some(k) = &self.service_key {
+            return crate::service::ServiceKey::from_hex(k);
+        }
+        let service = self.service()?;
+        if !service.is_remote() {
+            return service.service_key(&|| cancel.is_set());
+        }
+        cancel.check()?;
+        rep.event(Event::Connecting, c);
+        let key = service.service_key(&|| cancel.is_set());
+        rep.event(Event::Disconnecting, c);
+        key
+    }
+
+    /// Asks the service, between CONNECTING and DISCONNECTING, with the cancel flag as its
+    /// interrupt.
+    fn ask<T>(
+        &self,
+        rep: &mut dyn Reporter,
+        cancel: &Cancel,
+        c: &mut Counters,
+        f: impl FnOnce(&dyn crate::service::LicenseService, crate::service::Interrupt<'_>) -> Result<T>,
+    ) -> Result<T> {
+        cancel.check()?;
+        rep.event(Event::Connecting, c);
+        let answer = self
+            .service()
+            .and_then(|service| f(&*service, &|| cancel.is_set()));
+        rep.event(Event::Disconnecting, c);
+        answer
     }
 }
 
@@ -113,6 +165,14 @@ pub struct RestoreJob {
     pub individualize: bool,
     /// Do every check, change nothing.
     pub verify_only: bool,
+}
+
+/// A release of the device of the store at `places`, or (`reset_from`) a reset of every device
+/// of the lineages of the backup there.
+#[derive(Clone, Debug)]
+pub struct ReleaseJob {
+    pub places: Places,
+    pub reset_from: Option<PathBuf>,
 }
 
 /// The backup file a restore path names.

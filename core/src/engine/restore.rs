@@ -31,7 +31,7 @@ enum Target {
 
 /// Opens the backup at `path`: a missing file is `FileNotFound`, anything but a regular file
 /// (a FIFO, a device) is not a backup, and nothing here blocks.
-fn open_backup(path: &Path) -> Result<File> {
+pub(super) fn open_backup(path: &Path) -> Result<File> {
     fsutil::open_regular_read(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => {
             Error::FileNotFound(format!("there is no backup at {}", path.display()))
@@ -103,7 +103,6 @@ pub fn restore(
         Target::Ephemeral(id) => id.clone(),
     };
 
-    let service = job.places.service()?;
     let request = GrantRequest {
         request_id: match request_id {
             Some(id) => id,
@@ -114,14 +113,25 @@ pub fn restore(
         device_public_key: identity.keys.public,
         dry_run: job.verify_only,
     };
-    cancel.check()?;
-    rep.event(Event::Connecting, c);
-    let granted = service.grant(&request);
-    rep.event(Event::Disconnecting, c);
+    let granted = job.places.ask(rep, cancel, c, |service, interrupt| {
+        service.grant(&request, interrupt)
+    });
     let grant = match granted {
-        Ok(g) => g,
+        Ok(reply) => {
+            c.devices_used = reply.devices.used;
+            c.device_limit = reply.devices.limit;
+            reply.grant
+        }
         Err(e) => {
-            if let Error::RestoreFraud { help_url, .. } = &e {
+            if let Error::RestoreFraud {
+                help_url,
+                devices_used,
+                device_limit,
+                ..
+            } = &e
+            {
+                c.devices_used = *devices_used;
+                c.device_limit = *device_limit;
                 if let Some(url) = help_url {
                     rep.event(Event::ErrorWithUrl(url), c);
                 }

@@ -1,0 +1,103 @@
+//! Release: a store gives back its device's slot (and loses the licenses of the lineages it
+//! held the slot for), or the holder of a backup resets every slot of its lineages.
+
+use super::restore::open_backup;
+use super::{backup_file_of, Cancel, Counters, ReleaseJob, Reporter};
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::format;
+use crate::fsutil;
+use crate::service::{ReleaseRequest, ResetRequest};
+use crate::store::Store;
+use std::io::BufReader;
+use std::path::Path;
+
+/// Beside a store: the request ID of a release the service may have decided while the store
+/// has not yet removed the licenses. A retry reuses it, so the service answers it the same
+/// way (the lineages it released) and the removal completes.
+const PENDING_RELEASE: &str = "release.pending";
+
+pub fn release(
+    job: &ReleaseJob,
+    rep: &mut dyn Reporter,
+    cancel: &Cancel,
+    c: &mut Counters,
+) -> Result<()> {
+    cancel.check()?;
+    match &job.reset_from {
+        Some(path) => reset(job, path, rep, cancel, c),
+        None => release_device(job, rep, cancel, c),
+    }
+}
+
+/// Frees every slot of the lineages of the backup at `path`; the store is not touched.
+fn reset(
+    job: &ReleaseJob,
+    path: &Path,
+    rep: &mut dyn Reporter,
+    cancel: &Cancel,
+    c: &mut Counters,
+) -> Result<()> {
+    let file = backup_file_of(path);
+    let header = format::read_header(&mut BufReader::new(open_backup(&file)?))?;
+    let request = ResetRequest {
+        request_id: crypto::random_array()?,
+        header,
+    };
+    let reply = job.places.ask(rep, cancel, c, |service, interrupt| {
+        service.reset(&request, interrupt)
+    })?;
+    c.devices_used = reply.devices.used;
+    c.device_limit = reply.devices.limit;
+    Ok(())
+}
+
+/// Gives back the store's slot in every lineage its device is counted for, then removes the
+/// store's licenses of those lineages. Nothing changes unless the service released.
+fn release_device(
+    job: &ReleaseJob,
+    rep: &mut dyn Reporter,
+    cancel: &Cancel,
+    c: &mut Counters,
+) -> Result<()> {
+    let store_dir = job.places.store_dir()?;
+    if !Store::exists(&store_dir) {
+        return Err(Error::FileNotFound(format!(
+            "there is no license store at {}",
+            store_dir.display()
+        )));
+    }
+    let mut store = Store::open_existing(&store_dir)?;
+    let identity = store.identity().clone();
+    let pending = store_dir.join(PENDING_RELEASE);
+    let request_id = match fsutil::read_small_file(&pending, 64) {
+        Ok(b) if b.len() == 16 => b.try_into().unwrap(),
+        _ => {
+            let id: [u8; 16] = crypto::random_array()?;
+            fsutil::replace_file_atomically(&pending, &id).map_err(|e| {
+                Error::io(
+                    format!("cannot write {}", pending.display()),
+                    &e,
+                    Error::Store,
+                )
+            })?;
+            id
+        }
+    };
+    let reply = job.places.ask(rep, cancel, c, |service, interrupt| {
+        let key = service.service_key(interrupt)?;
+        let request = ReleaseRequest::new(request_id, &identity, &key)?;
+        service.release(&request, interrupt)
+    })?;
+    c.devices_used = reply.devices.used;
+    c.device_limit = reply.devices.limit;
+    // The service has released: the removal is not cancellable (it is quick), and until it
+    // commits the pending request ID stays for a retry to finish it.
+    if reply.lineages.is_empty() {
+        c.unchanged = true;
+    } else {
+        store.remove_lineages(&reply.lineages)?;
+    }
+    let _ = std::fs::remove_file(&pending);
+    Ok(())
+}
