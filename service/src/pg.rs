@@ -1,0 +1,387 @@
+//! The ledger in PostgreSQL, shared by any number of replicas: the same tables as the SQLite
+//! ledger, decisions serialized by transaction-scoped advisory locks on the request ID and on
+//! each lineage (taken in one global order, so replicas never deadlock).
+
+use postgres::{Client, NoTls, Transaction};
+use std::sync::{Condvar, Mutex};
+use wmlicense_core::service::ledger::RequestRecord;
+use wmlicense_core::service::{AuditRecord, DeviceRecord, Ledger, LedgerTx};
+use wmlicense_core::{Error, Result};
+
+/// Schema migrations: entry `i` upgrades version `i` to `i + 1`. Append, never edit.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE devices (
+        lineage_id  BYTEA NOT NULL,
+        device      BYTEA NOT NULL,
+        first_grant BIGINT NOT NULL,
+        PRIMARY KEY (lineage_id, device)
+    );
+    CREATE INDEX devices_device ON devices (device);
+    CREATE TABLE service_requests (
+        request_id BYTEA PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        lineages   BYTEA NOT NULL,
+        device     BYTEA NOT NULL,
+        outcome    TEXT NOT NULL,
+        result     BYTEA NOT NULL,
+        at         BIGINT NOT NULL
+    );
+    CREATE TABLE resets (
+        lineage_id BYTEA PRIMARY KEY,
+        at         BIGINT NOT NULL
+    );
+    CREATE TABLE audit (
+        id         BIGSERIAL PRIMARY KEY,
+        at         BIGINT NOT NULL,
+        action     TEXT NOT NULL,
+        lineage_id BYTEA,
+        device     BYTEA,
+        request_id BYTEA,
+        outcome    TEXT NOT NULL,
+        detail     TEXT NOT NULL
+    );
+    CREATE INDEX audit_lineage ON audit (lineage_id, id);
+"];
+
+/// Advisory lock classes (the two-key form), so request and lineage locks never collide.
+const LOCK_MIGRATE: i32 = 0x574d_4c30;
+const LOCK_REQUEST: i32 = 0x574d_4c31;
+const LOCK_LINEAGE: i32 = 0x574d_4c32;
+
+fn pg_err(e: impl std::fmt::Display) -> Error {
+    Error::ServiceUnavailable(format!("the PostgreSQL ledger: {e}"))
+}
+
+/// The lock key of a 16-byte ID.
+fn lock_key(id: &[u8; 16]) -> i32 {
+    i32::from_le_bytes(id[..4].try_into().unwrap())
+}
+
+/// A small pool of connections: a decision borrows one for its transaction.
+pub struct PgLedger {
+    url: String,
+    idle: Mutex<(Vec<Client>, usize)>,
+    freed: Condvar,
+    max: usize,
+}
+
+impl PgLedger {
+    /// Connects, and creates or migrates the schema (one replica at a time).
+    pub fn open(url: &str, max_connections: usize) -> Result<PgLedger> {
+        let ledger = PgLedger {
+            url: url.to_string(),
+            idle: Mutex::new((Vec::new(), 0)),
+            freed: Condvar::new(),
+            max: max_connections.max(1),
+        };
+        let mut c = ledger.connect()?;
+        let mut tx = c.transaction().map_err(pg_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_MIGRATE])
+            .map_err(pg_err)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        )
+        .map_err(pg_err)?;
+        let version: i64 = tx
+            .query_opt(
+                "SELECT value FROM ledger_meta WHERE name = 'schema_version'",
+                &[],
+            )
+            .map_err(pg_err)?
+            .map_or(0, |r| r.get(0));
+        if version > MIGRATIONS.len() as i64 {
+            return Err(pg_err(format!(
+                "the schema is version {version}, newer than this service knows ({}); upgrade \
+                 the service",
+                MIGRATIONS.len()
+            )));
+        }
+        for m in &MIGRATIONS[version as usize..] {
+            tx.batch_execute(m).map_err(pg_err)?;
+        }
+        tx.execute(
+            "INSERT INTO ledger_meta (name, value) VALUES ('schema_version', $1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            &[&(MIGRATIONS.len() as i64)],
+        )
+        .map_err(pg_err)?;
+        tx.commit().map_err(pg_err)?;
+        ledger.put_back(c);
+        Ok(ledger)
+    }
+
+    fn connect(&self) -> Result<Client> {
+        Client::connect(&self.url, NoTls).map_err(pg_err)
+    }
+
+    /// A connection: an idle one, a new one under the limit, or the next one freed.
+    fn take(&self) -> Result<Client> {
+        let mut g = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(c) = g.0.pop() {
+                if !c.is_closed() {
+                    return Ok(c);
+                }
+                g.1 -= 1;
+                continue;
+            }
+            if g.1 < self.max {
+                g.1 += 1;
+                drop(g);
+                return self.connect().inspect_err(|_| {
+                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).1 -= 1;
+                    self.freed.notify_one();
+                });
+            }
+            g = self.freed.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn put_back(&self, c: Client) {
+        let mut g = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if c.is_closed() {
+            g.1 = g.1.saturating_sub(1);
+        } else {
+            g.0.push(c);
+        }
+        self.freed.notify_one();
+    }
+
+    fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        let mut c = self.take()?;
+        let out = f(&mut c);
+        self.put_back(c);
+        out
+    }
+}
+
+struct PgTx<'a, 'b>(&'a mut Transaction<'b>);
+
+fn id16(v: Vec<u8>) -> Result<[u8; 16]> {
+    v.try_into()
+        .map_err(|_| pg_err("an ID in the ledger is not 16 bytes"))
+}
+
+impl LedgerTx for PgTx<'_, '_> {
+    fn request(&mut self, id: &[u8; 16]) -> Result<Option<RequestRecord>> {
+        let row = self
+            .0
+            .query_opt(
+                "SELECT kind, lineages, device, outcome, result, at FROM service_requests
+                 WHERE request_id = $1",
+                &[&&id[..]],
+            )
+            .map_err(pg_err)?;
+        Ok(row.map(|r| RequestRecord {
+            request_id: *id,
+            kind: r.get(0),
+            lineages: r.get(1),
+            device: r.get(2),
+            outcome: r.get(3),
+            result: r.get(4),
+            at: r.get(5),
+        }))
+    }
+
+    fn put_request(&mut self, r: &RequestRecord) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO service_requests (request_id, kind, lineages, device, outcome,
+                 result, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &&r.request_id[..],
+                    &r.kind,
+                    &r.lineages,
+                    &r.device,
+                    &r.outcome,
+                    &r.result,
+                    &r.at,
+                ],
+            )
+            .map(drop)
+            .map_err(pg_err)
+    }
+
+    fn lineage_count(&mut self, lineage: &[u8; 16], since: i64) -> Result<u64> {
+        let n: i64 = self
+            .0
+            .query_one(
+                "SELECT COUNT(*) FROM devices WHERE lineage_id = $1 AND first_grant >= $2",
+                &[&&lineage[..], &since],
+            )
+            .map_err(pg_err)?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    fn device_counted(&mut self, lineage: &[u8; 16], device: &[u8], since: i64) -> Result<bool> {
+        Ok(self
+            .0
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM devices WHERE lineage_id = $1 AND device = $2
+                 AND first_grant >= $3)",
+                &[&&lineage[..], &device, &since],
+            )
+            .map_err(pg_err)?
+            .get(0))
+    }
+
+    fn count_device(&mut self, lineage: &[u8; 16], device: &[u8], now: i64) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO devices (lineage_id, device, first_grant) VALUES ($1, $2, $3)
+                 ON CONFLICT (lineage_id, device) DO UPDATE SET first_grant = excluded.first_grant",
+                &[&&lineage[..], &device, &now],
+            )
+            .map(drop)
+            .map_err(pg_err)
+    }
+
+    fn device_lineages(&mut self, device: &[u8], since: i64) -> Result<Vec<[u8; 16]>> {
+        self.0
+            .query(
+                "SELECT lineage_id FROM devices WHERE device = $1 AND first_grant >= $2
+                 ORDER BY lineage_id",
+                &[&device, &since],
+            )
+            .map_err(pg_err)?
+            .into_iter()
+            .map(|r| id16(r.get(0)))
+            .collect()
+    }
+
+    fn remove_device(&mut self, lineage: &[u8; 16], device: &[u8]) -> Result<bool> {
+        self.0
+            .execute(
+                "DELETE FROM devices WHERE lineage_id = $1 AND device = $2",
+                &[&&lineage[..], &device],
+            )
+            .map(|n| n > 0)
+            .map_err(pg_err)
+    }
+
+    fn remove_lineage(&mut self, lineage: &[u8; 16]) -> Result<u64> {
+        self.0
+            .execute(
+                "DELETE FROM devices WHERE lineage_id = $1",
+                &[&&lineage[..]],
+            )
+            .map_err(pg_err)
+    }
+
+    fn last_reset(&mut self, lineage: &[u8; 16]) -> Result<Option<i64>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT at FROM resets WHERE lineage_id = $1",
+                &[&&lineage[..]],
+            )
+            .map_err(pg_err)?
+            .map(|r| r.get(0)))
+    }
+
+    fn put_reset(&mut self, lineage: &[u8; 16], at: i64) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO resets (lineage_id, at) VALUES ($1, $2)
+                 ON CONFLICT (lineage_id) DO UPDATE SET at = excluded.at",
+                &[&&lineage[..], &at],
+            )
+            .map(drop)
+            .map_err(pg_err)
+    }
+
+    fn audit(&mut self, a: &AuditRecord) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO audit (at, action, lineage_id, device, request_id, outcome, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &a.at,
+                    &a.action,
+                    &a.lineage_id.as_ref().map(|l| &l[..]),
+                    &a.device,
+                    &a.request_id.as_ref().map(|l| &l[..]),
+                    &a.outcome,
+                    &a.detail,
+                ],
+            )
+            .map(drop)
+            .map_err(pg_err)
+    }
+}
+
+impl Ledger for PgLedger {
+    fn transaction<T>(
+        &self,
+        request_id: &[u8; 16],
+        lineages: &[[u8; 16]],
+        f: &mut dyn FnMut(&mut dyn LedgerTx) -> Result<T>,
+    ) -> Result<T> {
+        self.with_client(|c| {
+            let mut tx = c.transaction().map_err(pg_err)?;
+            // The request first, then the lineages in ascending key order: every transaction
+            // takes its locks in one global order.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&LOCK_REQUEST, &lock_key(request_id)],
+            )
+            .map_err(pg_err)?;
+            let mut keys: Vec<i32> = lineages.iter().map(lock_key).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            for k in keys {
+                tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&LOCK_LINEAGE, &k])
+                    .map_err(pg_err)?;
+            }
+            let out = f(&mut PgTx(&mut tx))?;
+            tx.commit().map_err(pg_err)?;
+            Ok(out)
+        })
+    }
+
+    fn devices(&self, lineage: &[u8; 16], since: i64) -> Result<Vec<DeviceRecord>> {
+        self.with_client(|c| {
+            Ok(c.query(
+                "SELECT device, first_grant FROM devices WHERE lineage_id = $1
+                 AND first_grant >= $2 ORDER BY first_grant, device",
+                &[&&lineage[..], &since],
+            )
+            .map_err(pg_err)?
+            .into_iter()
+            .map(|r| DeviceRecord {
+                device: r.get(0),
+                first_grant: r.get(1),
+            })
+            .collect())
+        })
+    }
+
+    fn audit_log(&self, lineage: Option<&[u8; 16]>, limit: u32) -> Result<Vec<AuditRecord>> {
+        self.with_client(|c| {
+            c.query(
+                "SELECT at, action, lineage_id, device, request_id, outcome, detail FROM audit
+                 WHERE $1::BYTEA IS NULL OR lineage_id = $1 ORDER BY id DESC LIMIT $2",
+                &[&lineage.map(|l| &l[..]), &i64::from(limit)],
+            )
+            .map_err(pg_err)?
+            .into_iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    at: r.get(0),
+                    action: r.get(1),
+                    lineage_id: r.get::<_, Option<Vec<u8>>>(2).map(id16).transpose()?,
+                    device: r.get(3),
+                    request_id: r.get::<_, Option<Vec<u8>>>(4).map(id16).transpose()?,
+                    outcome: r.get(5),
+                    detail: r.get(6),
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn ping(&self) -> Result<()> {
+        self.with_client(|c| c.simple_query("SELECT 1").map(drop).map_err(pg_err))
+    }
+}
