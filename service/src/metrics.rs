@@ -16,12 +16,12 @@ struct Histogram {
     count: u64,
 }
 
+/// Requests by (endpoint, status, outcome).
+type Counts = BTreeMap<(String, u16, &'static str), u64>;
+
 #[derive(Default)]
 pub struct Metrics {
-    inner: Mutex<(
-        BTreeMap<(String, u16, &'static str), u64>,
-        BTreeMap<String, Histogram>,
-    )>,
+    inner: Mutex<(Counts, BTreeMap<String, Histogram>)>,
 }
 
 impl Metrics {

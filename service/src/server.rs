@@ -3,6 +3,7 @@
 //!
 //! Every decision runs the core's [`Authority`] on a blocking thread (the ledger is
 //! synchronous); bad requests are answered with a 4xx JSON body before the ledger is touched.
+#![allow(clippy::result_large_err)] // a handler's error is the Response it sends
 
 use crate::ledger::AnyLedger;
 use crate::metrics::Metrics;

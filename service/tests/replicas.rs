@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::sync::{mpsc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use wmlicense_core::crypto::{self, hpke_seal_key, KeyPair, SealedKey};
@@ -158,6 +158,8 @@ fn pg_connect(url: &str) -> postgres::Client {
 struct ServeOptions {
     database: Option<String>,
     device_limit: Option<u32>,
+    /// --rate-limit (requests per second per lineage; 0: none).
+    rate_limit: Option<f64>,
 }
 
 struct Replica {
@@ -310,6 +312,9 @@ fn spawn_serve(dir: &Path, o: &ServeOptions) -> Replica {
     if let Some(n) = o.device_limit {
         cmd.args(["--device-limit", &n.to_string()]);
     }
+    if let Some(r) = o.rate_limit {
+        cmd.args(["--rate-limit", &r.to_string()]);
+    }
     let log = fs::File::create(dir.join("stderr.log")).unwrap();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -432,14 +437,18 @@ impl Client {
 
     /// Checks that a granted answer holds the backup's data key sealed to this device.
     fn check_grant(&self, grant: &Grant, data_key: &[u8; 32]) {
-        match grant {
-            Grant::DataKey(sealed) => assert_eq!(
-                &self.request.open_grant(&self.keys.secret, sealed).unwrap(),
-                data_key,
-                "the grant does not hold the backup's data key"
-            ),
-            other => panic!("expected the data key, got {other:?}"),
-        }
+        check_grant(&self.request, &self.keys, grant, data_key)
+    }
+}
+
+fn check_grant(request: &GrantRequest, keys: &KeyPair, grant: &Grant, data_key: &[u8; 32]) {
+    match grant {
+        Grant::DataKey(sealed) => assert_eq!(
+            &request.open_grant(&keys.secret, sealed).unwrap(),
+            data_key,
+            "the grant does not hold the backup's data key"
+        ),
+        other => panic!("expected the data key, got {other:?}"),
     }
 }
 
@@ -487,6 +496,19 @@ fn raw_grant(addr: &str, req: &GrantRequest) -> Raw {
                 e.message
             );
             Raw::Refused(e.devices_used.unwrap_or(0))
+        }
+    }
+}
+
+/// [`raw_grant`], retrying transient answers (429, 5xx) for up to 30 s: a decision.
+fn raw_grant_decided(addr: &str, req: &GrantRequest) -> Raw {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        match raw_grant(addr, req) {
+            Raw::Transient(_) if Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            r => return r,
         }
     }
 }
@@ -594,12 +616,12 @@ fn grant_all(clients: &[Client], urls: &[String], data_key: &[u8; 32]) -> (usize
     (granted.into_inner(), refused.into_inner())
 }
 
-fn start_replicas(tag: &str, db: &TestDatabase, n: usize, limit: u32) -> Cluster {
+fn start_replicas(tag: &str, db: &TestDatabase, n: usize, options: ServeOptions) -> Cluster {
     let mut cluster = Cluster::new(
         tag,
         ServeOptions {
             database: Some(db.url.clone()),
-            device_limit: Some(limit),
+            ..options
         },
     );
     for _ in 0..n {
@@ -617,6 +639,13 @@ fn start_replicas(tag: &str, db: &TestDatabase, n: usize, limit: u32) -> Cluster
     cluster
 }
 
+fn limit(n: u32) -> ServeOptions {
+    ServeOptions {
+        device_limit: Some(n),
+        ..ServeOptions::default()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
@@ -628,7 +657,7 @@ fn replicas_never_grant_more_than_the_limit() {
         return;
     };
     let db = TestDatabase::create(&server);
-    let cluster = start_replicas("limit", &db, 3, 4);
+    let cluster = start_replicas("limit", &db, 3, limit(4));
     let (header, data_key) = sealed_header(&service_key(cluster.url(0)));
     let lineage = header.lineage_id;
     let clients: Vec<Client> = (0..48).map(|_| Client::new(&header)).collect();
@@ -646,12 +675,10 @@ fn replicas_never_grant_more_than_the_limit() {
     assert_eq!(again.len(), 4);
     for (i, c) in again.iter().enumerate() {
         let svc = NetworkService::new(cluster.url(i % 3)).unwrap();
-        let mut retry = Client::new(&header);
-        retry.keys = KeyPair::from_secret(c.keys.secret).unwrap();
-        retry.request.device_id = c.request.device_id;
-        retry.request.device_public_key = c.request.device_public_key;
-        let reply = svc.grant(&retry.request, &never).unwrap();
-        retry.check_grant(&reply.grant, &data_key);
+        let mut request = c.request.clone();
+        request.request_id = random();
+        let reply = svc.grant(&request, &never).unwrap();
+        check_grant(&request, &c.keys, &reply.grant, &data_key);
         assert_eq!((reply.devices.used, reply.devices.limit), (4, 4));
     }
     assert_eq!(db.device_count(&lineage), 4);
@@ -665,7 +692,7 @@ fn a_retried_request_counts_once_across_replicas() {
         return;
     };
     let db = TestDatabase::create(&server);
-    let cluster = start_replicas("retry", &db, 3, 2);
+    let cluster = start_replicas("retry", &db, 3, limit(2));
     let (header, data_key) = sealed_header(&service_key(cluster.url(0)));
     let lineage = header.lineage_id;
 
@@ -744,7 +771,17 @@ fn killing_a_replica_mid_request_loses_nothing() {
     const LIMIT: u32 = 24;
     const THREADS: usize = 12;
     let db = TestDatabase::create(&server);
-    let mut cluster = start_replicas("kill", &db, 2, LIMIT);
+    let mut cluster = start_replicas(
+        "kill",
+        &db,
+        2,
+        ServeOptions {
+            // Hundreds of grants of one lineage: the per-lineage rate limit would turn most
+            // into 429s.
+            rate_limit: Some(0.0),
+            ..limit(LIMIT)
+        },
+    );
     let (header, data_key) = sealed_header(&service_key(cluster.url(0)));
     let lineage = header.lineage_id;
     let addr1 = cluster.replicas[0].addr.clone();
@@ -837,7 +874,7 @@ fn killing_a_replica_mid_request_loses_nothing() {
 
     // Re-send the unanswered requests, with their request IDs, to replica 2.
     for c in &unanswered {
-        match raw_grant(&addr2, &c.request) {
+        match raw_grant_decided(&addr2, &c.request) {
             Raw::Granted(_) => granted += 1,
             Raw::Refused(_) => {}
             other => panic!("replica 2 did not decide a re-sent request: {other:?}"),
@@ -854,7 +891,7 @@ fn killing_a_replica_mid_request_loses_nothing() {
     let before = db.device_count(&lineage);
     for (c, r) in &results {
         if let Raw::Granted(_) | Raw::Refused(_) = r {
-            let again = raw_grant(&addr2, &c.request);
+            let again = raw_grant_decided(&addr2, &c.request);
             assert_eq!(
                 std::mem::discriminant(&again),
                 std::mem::discriminant(r),
@@ -872,7 +909,7 @@ fn killing_a_replica_mid_request_loses_nothing() {
     // New devices on replica 2 fill the lineage up to the limit and no further.
     loop {
         let c = Client::new(&header);
-        match raw_grant(&addr2, &c.request) {
+        match raw_grant_decided(&addr2, &c.request) {
             Raw::Granted(_) => granted += 1,
             Raw::Refused(used) => {
                 assert_eq!(used, LIMIT);
@@ -892,10 +929,7 @@ fn killing_a_replica_mid_request_loses_nothing() {
 fn sqlite_instance_never_grants_more_than_the_limit() {
     let mut cluster = Cluster::new(
         "sqlite",
-        ServeOptions {
-            database: None,
-            device_limit: Some(4),
-        },
+        limit(4),
     );
     cluster.start();
     let url = cluster.url(0).to_string();
@@ -931,6 +965,3 @@ fn with_database_replaces_the_database_name() {
     );
     assert_eq!(with_database("postgres://h:1", "t_3"), "postgres://h:1/t_3");
 }
-
-#[allow(dead_code)]
-fn _assert_send(_: Arc<()>) {}
