@@ -63,6 +63,40 @@ pub const WM_E_RESTORE_SERVICE_UNAVAILABLE: wm_hresult = 0xC00D_2846_u32 as wm_h
 /// 0xC00D2849: the key ID is empty or longer than 64 bytes.
 pub const WM_E_INVALID_KID: wm_hresult = 0xC00D_2849_u32 as wm_hresult;
 
+/// The name of a result code as the header spells it (`"WM_E_BACKUP_CORRUPT"`), or `None` for a
+/// code wmlicense does not define.
+pub fn code_name(hr: wm_hresult) -> Option<&'static str> {
+    Some(match hr {
+        WM_S_OK => "WM_S_OK",
+        WM_S_FALSE => "WM_S_FALSE",
+        WM_E_NOTIMPL => "WM_E_NOTIMPL",
+        WM_E_POINTER => "WM_E_POINTER",
+        WM_E_UNEXPECTED => "WM_E_UNEXPECTED",
+        WM_E_FILE_NOT_FOUND => "WM_E_FILE_NOT_FOUND",
+        WM_E_ACCESS_DENIED => "WM_E_ACCESS_DENIED",
+        WM_E_HANDLE => "WM_E_HANDLE",
+        WM_E_OUTOFMEMORY => "WM_E_OUTOFMEMORY",
+        WM_E_INVALIDARG => "WM_E_INVALIDARG",
+        WM_E_DISK_FULL => "WM_E_DISK_FULL",
+        WM_E_BUFFER_TOO_SMALL => "WM_E_BUFFER_TOO_SMALL",
+        WM_E_NOT_FOUND => "WM_E_NOT_FOUND",
+        WM_E_LICENSE_STORE_ERROR => "WM_E_LICENSE_STORE_ERROR",
+        WM_E_NEEDS_INDIVIDUALIZATION => "WM_E_NEEDS_INDIVIDUALIZATION",
+        WM_E_BACKUP_RESTORE_FAILURE => "WM_E_BACKUP_RESTORE_FAILURE",
+        WM_E_BACKUP_EXISTS => "WM_E_BACKUP_EXISTS",
+        WM_E_BACKUP_CORRUPT => "WM_E_BACKUP_CORRUPT",
+        WM_E_BACKUPRESTORE_BUSY => "WM_E_BACKUPRESTORE_BUSY",
+        WM_E_INVALID_PROPERTY => "WM_E_INVALID_PROPERTY",
+        WM_E_UNSUPPORTED_PROPERTY => "WM_E_UNSUPPORTED_PROPERTY",
+        WM_E_RESTORE_FRAUD => "WM_E_RESTORE_FRAUD",
+        WM_E_TOO_MANY_RESETS => "WM_E_TOO_MANY_RESETS",
+        WM_E_OPERATION_CANCELED => "WM_E_OPERATION_CANCELED",
+        WM_E_RESTORE_SERVICE_UNAVAILABLE => "WM_E_RESTORE_SERVICE_UNAVAILABLE",
+        WM_E_INVALID_KID => "WM_E_INVALID_KID",
+        _ => return None,
+    })
+}
+
 /// Every result code with its description, in one table so that none can be forgotten.
 pub(crate) const MESSAGES: &[(wm_hresult, &str)] = &[
     (WM_S_OK, "The operation succeeded.\0"),
@@ -97,7 +131,7 @@ const UNKNOWN: &str = "Unknown result code.\0";
 
 /// The message an error reports to C: the core's text, with the C spelling of the flag that
 /// would have avoided the failure.
-pub(crate) fn message_of(e: &Error) -> String {
+pub fn message_of(e: &Error) -> String {
     match e {
         Error::NeedsIndividualization(store) => format!(
             "the license store {store} does not exist; restore with WM_RESTORE_INDIVIDUALIZE to create it"
@@ -110,7 +144,7 @@ pub(crate) fn message_of(e: &Error) -> String {
 }
 
 /// The result code an error reports.
-pub(crate) fn hresult_of(e: &Error) -> wm_hresult {
+pub fn hresult_of(e: &Error) -> wm_hresult {
     match e {
         Error::InvalidArg(_) => WM_E_INVALIDARG,
         Error::InvalidKid(_) => WM_E_INVALID_KID,
@@ -189,6 +223,7 @@ mod tests {
                 UNKNOWN.trim_end_matches('\0').as_bytes(),
                 "{name} has no message"
             );
+            assert_eq!(code_name(code), Some(name), "code_name of {name}");
         }
         assert!(codes >= 25, "only {codes} result codes found in the header");
     }
