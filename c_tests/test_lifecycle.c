@@ -59,6 +59,8 @@ static void check_dead_handle(wm_backup_restorer *r) {
   CHECK_HR(wm_backup_restorer_restore(r, 0), WM_E_HANDLE);
   CHECK_HR(wm_backup_restorer_cancel_backup(r), WM_E_HANDLE);
   CHECK_HR(wm_backup_restorer_cancel_restore(r), WM_E_HANDLE);
+  CHECK_HR(wm_backup_restorer_release(r, 0), WM_E_HANDLE);
+  CHECK_HR(wm_backup_restorer_cancel_release(r), WM_E_HANDLE);
   CHECK_HR(wms_set_prop(r, WM_PROP_BACKUP_PATH, "/nowhere"), WM_E_HANDLE);
   CHECK_HR(wm_backup_restorer_get_prop_count(r, &count), WM_E_HANDLE);
   wm_backup_restorer_destroy(r);

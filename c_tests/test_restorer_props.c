@@ -142,6 +142,9 @@ static void check_all_calls(wm_backup_restorer *r, wm_hresult hr) {
   CHECK_HR(wm_backup_restorer_restore(r, 0), hr);
   CHECK_HR(wm_backup_restorer_cancel_backup(r), hr);
   CHECK_HR(wm_backup_restorer_cancel_restore(r), hr);
+  CHECK_HR(wm_backup_restorer_release(r, 0), hr);
+  CHECK_HR(wm_backup_restorer_release(r, WM_RELEASE_ALL_DEVICES), hr);
+  CHECK_HR(wm_backup_restorer_cancel_release(r), hr);
   CHECK_HR(wm_backup_restorer_wait(r, 0), hr);
   CHECK_HR(wm_backup_restorer_wait(r, WM_INFINITE), hr);
   CHECK(n == 7 && type == 99 && len == 16 && nlen == 16); /* outputs untouched */
