@@ -12,6 +12,31 @@ jobs=${WMLICENSE_JOBS:-2}
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
 
+# PostgreSQL for the service's replica tests (service/tests/replicas.rs): a throwaway server in
+# a temporary directory, stopped on exit. Without one those tests skip, except on CI (CI=true),
+# where a PostgreSQL that does not start fails the run. A WMLICENSE_TEST_DATABASE_URL already
+# set is used as it is.
+pgdir=""
+stop_pg() {
+  if [ -n "$pgdir" ]; then
+    bash scripts/pg.sh stop "$pgdir" >/dev/null 2>&1 || true
+    rm -rf "$pgdir"
+  fi
+}
+trap stop_pg EXIT
+if [ -z "${WMLICENSE_TEST_DATABASE_URL:-}" ]; then
+  pgdir=$(mktemp -d "${TMPDIR:-/tmp}/wmlicense-pg.XXXXXX")
+  if url=$(bash scripts/pg.sh start "$pgdir"); then
+    export WMLICENSE_TEST_DATABASE_URL=$url
+    echo "== PostgreSQL for the tests: $url"
+  elif [ "${CI:-}" = true ]; then
+    echo "PostgreSQL did not start (CI=true: the replica tests must run)" >&2
+    exit 1
+  else
+    echo "== (PostgreSQL did not start: the service's replica tests skip)"
+  fi
+fi
+
 echo "== cargo test"
 cargo test --workspace -j "$jobs"
 

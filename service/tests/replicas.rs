@@ -814,14 +814,17 @@ fn killing_a_replica_mid_request_loses_nothing() {
                 }
             });
         }
-        // Kill it while requests are in flight: once some grants were answered, and before
-        // the lineage is full.
+        // Kill it while requests are in flight: once some grants were answered (a random
+        // number of them, then after a random few milliseconds, so that runs cut requests at
+        // different stages), and before the lineage is full.
+        let [r1, r2] = random::<2>();
+        let threshold = LIMIT as usize / 4 + usize::from(r1) % (LIMIT as usize / 2);
         let t0 = Instant::now();
-        while answered.load(Ordering::SeqCst) < (LIMIT as usize) / 2
-            && t0.elapsed() < Duration::from_secs(30)
+        while answered.load(Ordering::SeqCst) < threshold && t0.elapsed() < Duration::from_secs(30)
         {
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(200));
         }
+        std::thread::sleep(Duration::from_micros(u64::from(r2) * 16));
         cluster.replicas[0].signal(libc::SIGKILL);
         stop.store(true, Ordering::SeqCst);
     });
@@ -927,10 +930,7 @@ fn killing_a_replica_mid_request_loses_nothing() {
 /// then exits 0.
 #[test]
 fn sqlite_instance_never_grants_more_than_the_limit() {
-    let mut cluster = Cluster::new(
-        "sqlite",
-        limit(4),
-    );
+    let mut cluster = Cluster::new("sqlite", limit(4));
     cluster.start();
     let url = cluster.url(0).to_string();
     let (header, data_key) = sealed_header(&service_key(&url));
