@@ -2,7 +2,8 @@
 //! ledger, decisions serialized by transaction-scoped advisory locks on the request ID and on
 //! each lineage (taken in one global order, so replicas never deadlock).
 
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, NoTls, Statement, Transaction};
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 use wmlicense_core::service::ledger::RequestRecord;
 use wmlicense_core::service::{AuditRecord, DeviceRecord, Ledger, LedgerTx};
@@ -57,10 +58,17 @@ fn lock_key(id: &[u8; 16]) -> i32 {
     i32::from_le_bytes(id[..4].try_into().unwrap())
 }
 
+/// A connection and the statements prepared on it (a decision runs a dozen statements: prepared
+/// once per connection, each is one round trip instead of two).
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
 /// A small pool of connections: a decision borrows one for its transaction.
 pub struct PgLedger {
     url: String,
-    idle: Mutex<(Vec<Client>, usize)>,
+    idle: Mutex<(Vec<Conn>, usize)>,
     freed: Condvar,
     max: usize,
 }
@@ -75,7 +83,7 @@ impl PgLedger {
             max: max_connections.max(1),
         };
         let mut c = ledger.connect()?;
-        let mut tx = c.transaction().map_err(pg_err)?;
+        let mut tx = c.client.transaction().map_err(pg_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_MIGRATE])
             .map_err(pg_err)?;
         tx.batch_execute(
@@ -110,16 +118,19 @@ impl PgLedger {
         Ok(ledger)
     }
 
-    fn connect(&self) -> Result<Client> {
-        Client::connect(&self.url, NoTls).map_err(pg_err)
+    fn connect(&self) -> Result<Conn> {
+        Ok(Conn {
+            client: Client::connect(&self.url, NoTls).map_err(pg_err)?,
+            statements: HashMap::new(),
+        })
     }
 
     /// A connection: an idle one, a new one under the limit, or the next one freed.
-    fn take(&self) -> Result<Client> {
+    fn take(&self) -> Result<Conn> {
         let mut g = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(c) = g.0.pop() {
-                if !c.is_closed() {
+                if !c.client.is_closed() {
                     return Ok(c);
                 }
                 g.1 -= 1;
@@ -137,9 +148,9 @@ impl PgLedger {
         }
     }
 
-    fn put_back(&self, c: Client) {
+    fn put_back(&self, c: Conn) {
         let mut g = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if c.is_closed() {
+        if c.client.is_closed() {
             g.1 = g.1.saturating_sub(1);
         } else {
             g.0.push(c);
@@ -147,7 +158,7 @@ impl PgLedger {
         self.freed.notify_one();
     }
 
-    fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+    fn with_client<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
         let mut c = self.take()?;
         let out = f(&mut c);
         self.put_back(c);
@@ -155,7 +166,22 @@ impl PgLedger {
     }
 }
 
-struct PgTx<'a, 'b>(&'a mut Transaction<'b>);
+struct PgTx<'a, 'b> {
+    tx: Transaction<'b>,
+    statements: &'a mut HashMap<&'static str, Statement>,
+}
+
+impl PgTx<'_, '_> {
+    /// `sql`, prepared once per connection.
+    fn st(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql).map_err(pg_err)?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+}
 
 fn id16(v: Vec<u8>) -> Result<[u8; 16]> {
     v.try_into()
@@ -164,14 +190,11 @@ fn id16(v: Vec<u8>) -> Result<[u8; 16]> {
 
 impl LedgerTx for PgTx<'_, '_> {
     fn request(&mut self, id: &[u8; 16]) -> Result<Option<RequestRecord>> {
-        let row = self
-            .0
-            .query_opt(
-                "SELECT kind, lineages, device, outcome, result, at FROM service_requests
-                 WHERE request_id = $1",
-                &[&&id[..]],
-            )
-            .map_err(pg_err)?;
+        let st = self.st(
+            "SELECT kind, lineages, device, outcome, result, at FROM service_requests
+             WHERE request_id = $1",
+        )?;
+        let row = self.tx.query_opt(&st, &[&&id[..]]).map_err(pg_err)?;
         Ok(row.map(|r| RequestRecord {
             request_id: *id,
             kind: r.get(0),
@@ -184,10 +207,13 @@ impl LedgerTx for PgTx<'_, '_> {
     }
 
     fn put_request(&mut self, r: &RequestRecord) -> Result<()> {
-        self.0
+        let st = self.st(
+            "INSERT INTO service_requests (request_id, kind, lineages, device, outcome, result,
+             at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )?;
+        self.tx
             .execute(
-                "INSERT INTO service_requests (request_id, kind, lineages, device, outcome,
-                 result, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &st,
                 &[
                     &&r.request_id[..],
                     &r.kind,
@@ -203,47 +229,46 @@ impl LedgerTx for PgTx<'_, '_> {
     }
 
     fn lineage_count(&mut self, lineage: &[u8; 16], since: i64) -> Result<u64> {
+        let st =
+            self.st("SELECT COUNT(*) FROM devices WHERE lineage_id = $1 AND first_grant >= $2")?;
         let n: i64 = self
-            .0
-            .query_one(
-                "SELECT COUNT(*) FROM devices WHERE lineage_id = $1 AND first_grant >= $2",
-                &[&&lineage[..], &since],
-            )
+            .tx
+            .query_one(&st, &[&&lineage[..], &since])
             .map_err(pg_err)?
             .get(0);
         Ok(n as u64)
     }
 
     fn device_counted(&mut self, lineage: &[u8; 16], device: &[u8], since: i64) -> Result<bool> {
+        let st = self.st(
+            "SELECT EXISTS (SELECT 1 FROM devices WHERE lineage_id = $1 AND device = $2
+             AND first_grant >= $3)",
+        )?;
         Ok(self
-            .0
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM devices WHERE lineage_id = $1 AND device = $2
-                 AND first_grant >= $3)",
-                &[&&lineage[..], &device, &since],
-            )
+            .tx
+            .query_one(&st, &[&&lineage[..], &device, &since])
             .map_err(pg_err)?
             .get(0))
     }
 
     fn count_device(&mut self, lineage: &[u8; 16], device: &[u8], now: i64) -> Result<()> {
-        self.0
-            .execute(
-                "INSERT INTO devices (lineage_id, device, first_grant) VALUES ($1, $2, $3)
-                 ON CONFLICT (lineage_id, device) DO UPDATE SET first_grant = excluded.first_grant",
-                &[&&lineage[..], &device, &now],
-            )
+        let st = self.st(
+            "INSERT INTO devices (lineage_id, device, first_grant) VALUES ($1, $2, $3)
+             ON CONFLICT (lineage_id, device) DO UPDATE SET first_grant = excluded.first_grant",
+        )?;
+        self.tx
+            .execute(&st, &[&&lineage[..], &device, &now])
             .map(drop)
             .map_err(pg_err)
     }
 
     fn device_lineages(&mut self, device: &[u8], since: i64) -> Result<Vec<[u8; 16]>> {
-        self.0
-            .query(
-                "SELECT lineage_id FROM devices WHERE device = $1 AND first_grant >= $2
-                 ORDER BY lineage_id",
-                &[&device, &since],
-            )
+        let st = self.st(
+            "SELECT lineage_id FROM devices WHERE device = $1 AND first_grant >= $2
+             ORDER BY lineage_id",
+        )?;
+        self.tx
+            .query(&st, &[&device, &since])
             .map_err(pg_err)?
             .into_iter()
             .map(|r| id16(r.get(0)))
@@ -251,51 +276,44 @@ impl LedgerTx for PgTx<'_, '_> {
     }
 
     fn remove_device(&mut self, lineage: &[u8; 16], device: &[u8]) -> Result<bool> {
-        self.0
-            .execute(
-                "DELETE FROM devices WHERE lineage_id = $1 AND device = $2",
-                &[&&lineage[..], &device],
-            )
+        let st = self.st("DELETE FROM devices WHERE lineage_id = $1 AND device = $2")?;
+        self.tx
+            .execute(&st, &[&&lineage[..], &device])
             .map(|n| n > 0)
             .map_err(pg_err)
     }
 
     fn remove_lineage(&mut self, lineage: &[u8; 16]) -> Result<u64> {
-        self.0
-            .execute(
-                "DELETE FROM devices WHERE lineage_id = $1",
-                &[&&lineage[..]],
-            )
-            .map_err(pg_err)
+        let st = self.st("DELETE FROM devices WHERE lineage_id = $1")?;
+        self.tx.execute(&st, &[&&lineage[..]]).map_err(pg_err)
     }
 
     fn last_reset(&mut self, lineage: &[u8; 16]) -> Result<Option<i64>> {
+        let st = self.st("SELECT at FROM resets WHERE lineage_id = $1")?;
         Ok(self
-            .0
-            .query_opt(
-                "SELECT at FROM resets WHERE lineage_id = $1",
-                &[&&lineage[..]],
-            )
+            .tx
+            .query_opt(&st, &[&&lineage[..]])
             .map_err(pg_err)?
             .map(|r| r.get(0)))
     }
 
     fn put_reset(&mut self, lineage: &[u8; 16], at: i64) -> Result<()> {
-        self.0
-            .execute(
-                "INSERT INTO resets (lineage_id, at) VALUES ($1, $2)
-                 ON CONFLICT (lineage_id) DO UPDATE SET at = excluded.at",
-                &[&&lineage[..], &at],
-            )
+        let st = self.st("INSERT INTO resets (lineage_id, at) VALUES ($1, $2)
+             ON CONFLICT (lineage_id) DO UPDATE SET at = excluded.at")?;
+        self.tx
+            .execute(&st, &[&&lineage[..], &at])
             .map(drop)
             .map_err(pg_err)
     }
 
     fn audit(&mut self, a: &AuditRecord) -> Result<()> {
-        self.0
+        let st = self.st(
+            "INSERT INTO audit (at, action, lineage_id, device, request_id, outcome, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )?;
+        self.tx
             .execute(
-                "INSERT INTO audit (at, action, lineage_id, device, request_id, outcome, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &st,
                 &[
                     &a.at,
                     &a.action,
@@ -319,69 +337,72 @@ impl Ledger for PgLedger {
         f: &mut dyn FnMut(&mut dyn LedgerTx) -> Result<T>,
     ) -> Result<T> {
         self.with_client(|c| {
-            let mut tx = c.transaction().map_err(pg_err)?;
+            let tx = c.client.transaction().map_err(pg_err)?;
+            let mut t = PgTx {
+                tx,
+                statements: &mut c.statements,
+            };
             // The request first, then the lineages in ascending key order: every transaction
             // takes its locks in one global order.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1, $2)",
-                &[&LOCK_REQUEST, &lock_key(request_id)],
-            )
-            .map_err(pg_err)?;
+            let lock = t.st("SELECT pg_advisory_xact_lock($1, $2)")?;
+            t.tx.execute(&lock, &[&LOCK_REQUEST, &lock_key(request_id)])
+                .map_err(pg_err)?;
             let mut keys: Vec<i32> = lineages.iter().map(lock_key).collect();
             keys.sort_unstable();
             keys.dedup();
             for k in keys {
-                tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&LOCK_LINEAGE, &k])
-                    .map_err(pg_err)?;
+                t.tx.execute(&lock, &[&LOCK_LINEAGE, &k]).map_err(pg_err)?;
             }
-            let out = f(&mut PgTx(&mut tx))?;
-            tx.commit().map_err(pg_err)?;
+            let out = f(&mut t)?;
+            t.tx.commit().map_err(pg_err)?;
             Ok(out)
         })
     }
 
     fn devices(&self, lineage: &[u8; 16], since: i64) -> Result<Vec<DeviceRecord>> {
         self.with_client(|c| {
-            Ok(c.query(
-                "SELECT device, first_grant FROM devices WHERE lineage_id = $1
+            Ok(c.client
+                .query(
+                    "SELECT device, first_grant FROM devices WHERE lineage_id = $1
                  AND first_grant >= $2 ORDER BY first_grant, device",
-                &[&&lineage[..], &since],
-            )
-            .map_err(pg_err)?
-            .into_iter()
-            .map(|r| DeviceRecord {
-                device: r.get(0),
-                first_grant: r.get(1),
-            })
-            .collect())
+                    &[&&lineage[..], &since],
+                )
+                .map_err(pg_err)?
+                .into_iter()
+                .map(|r| DeviceRecord {
+                    device: r.get(0),
+                    first_grant: r.get(1),
+                })
+                .collect())
         })
     }
 
     fn audit_log(&self, lineage: Option<&[u8; 16]>, limit: u32) -> Result<Vec<AuditRecord>> {
         self.with_client(|c| {
-            c.query(
-                "SELECT at, action, lineage_id, device, request_id, outcome, detail FROM audit
+            c.client
+                .query(
+                    "SELECT at, action, lineage_id, device, request_id, outcome, detail FROM audit
                  WHERE $1::BYTEA IS NULL OR lineage_id = $1 ORDER BY id DESC LIMIT $2",
-                &[&lineage.map(|l| &l[..]), &i64::from(limit)],
-            )
-            .map_err(pg_err)?
-            .into_iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    at: r.get(0),
-                    action: r.get(1),
-                    lineage_id: r.get::<_, Option<Vec<u8>>>(2).map(id16).transpose()?,
-                    device: r.get(3),
-                    request_id: r.get::<_, Option<Vec<u8>>>(4).map(id16).transpose()?,
-                    outcome: r.get(5),
-                    detail: r.get(6),
+                    &[&lineage.map(|l| &l[..]), &i64::from(limit)],
+                )
+                .map_err(pg_err)?
+                .into_iter()
+                .map(|r| {
+                    Ok(AuditRecord {
+                        at: r.get(0),
+                        action: r.get(1),
+                        lineage_id: r.get::<_, Option<Vec<u8>>>(2).map(id16).transpose()?,
+                        device: r.get(3),
+                        request_id: r.get::<_, Option<Vec<u8>>>(4).map(id16).transpose()?,
+                        outcome: r.get(5),
+                        detail: r.get(6),
+                    })
                 })
-            })
-            .collect()
+                .collect()
         })
     }
 
     fn ping(&self) -> Result<()> {
-        self.with_client(|c| c.simple_query("SELECT 1").map(drop).map_err(pg_err))
+        self.with_client(|c| c.client.simple_query("SELECT 1").map(drop).map_err(pg_err))
     }
 }
