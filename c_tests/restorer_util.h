@@ -224,7 +224,7 @@ static inline int wmr_common(wmr_recorder *rec, int op, const char *file, int li
     } else if (!e->key_id_null || e->key_id_len != 0 || e->title) {
       WMR_FAIL("event %zu (%s): key_id/title set", i, wmt_status_name(e->status));
     }
-    if (is_url || (is_end && e->hr != WM_S_OK)) {
+    if (is_url || (is_end && WM_FAILED(e->hr))) {
       if (!e->message || !e->message[0]) WMR_FAIL("event %zu (%s): message NULL or empty", i, wmt_status_name(e->status));
     } else if (e->message) {
       WMR_FAIL("event %zu (%s): unexpected message '%s'", i, wmt_status_name(e->status), e->message);

@@ -12,6 +12,9 @@ jobs=${WMLICENSE_JOBS:-2}
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
 
+echo "== API reference (every declaration of the header documented, docs/api.md up to date)"
+python3 scripts/apiref.py --check
+
 # PostgreSQL for the service's replica tests (service/tests/replicas.rs): a throwaway server in
 # a temporary directory, stopped on exit. Without one those tests skip, except on CI (CI=true),
 # where a PostgreSQL that does not start fails the run. A WMLICENSE_TEST_DATABASE_URL already
