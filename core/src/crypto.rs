@@ -187,6 +187,18 @@ pub fn hpke_open_key_auth(
     (pt.len() == KEY_LEN).then(|| to_array(&pt))
 }
 
+/// True when a key can be sealed to `public` (not a low-order point, say).
+pub fn is_usable_public_key(public: &[u8; 32]) -> bool {
+    hpke_seal_key(
+        public,
+        b"wmlicense key check",
+        b"",
+        &[0; KEY_LEN],
+        &mut os_rng(),
+    )
+    .is_ok()
+}
+
 /// The key ID of a service public key: the first 16 bytes of SHA-256 over a label and the key,
 /// so a backup sealed to a pinned key (`ServiceKey`) names it without asking the service.
 pub fn service_key_id(public_key: &[u8; 32]) -> [u8; 16] {

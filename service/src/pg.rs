@@ -337,7 +337,15 @@ impl Ledger for PgLedger {
         f: &mut dyn FnMut(&mut dyn LedgerTx) -> Result<T>,
     ) -> Result<T> {
         self.with_client(|c| {
-            let tx = c.client.transaction().map_err(pg_err)?;
+            // READ COMMITTED whatever the database's default: each statement sees what the
+            // previous holder of a lock committed (a snapshot taken at the first statement,
+            // before the lock was granted, would not).
+            let tx = c
+                .client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::ReadCommitted)
+                .start()
+                .map_err(pg_err)?;
             let mut t = PgTx {
                 tx,
                 statements: &mut c.statements,

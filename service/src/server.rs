@@ -113,9 +113,41 @@ fn never() -> bool {
     false
 }
 
+/// What a rate-limited decision came to.
+enum Decided<T> {
+    Done(T),
+    /// Seconds to wait (429).
+    Limited(u64),
+}
+
+/// Runs a decision on a blocking thread once `verify` has authenticated the request (a header
+/// sealed to this service, a device's proof) and its `keys` (lineages, or the device) are within
+/// their rate: unauthenticated requests never use up anybody's rate.
+async fn decide_limited<T: Send + 'static>(
+    state: &Arc<AppState>,
+    keys: Vec<[u8; 16]>,
+    verify: impl FnOnce(&Service) -> wmlicense_core::Result<()> + Send + 'static,
+    f: impl FnOnce(&Service) -> wmlicense_core::Result<T> + Send + 'static,
+) -> Result<T, Response> {
+    let st = state.clone();
+    let decided = tokio::task::spawn_blocking(move || {
+        verify(&st.authority)?;
+        if let Some(wait) = keys.iter().filter_map(|k| st.limiter.check(k)).max() {
+            return Ok(Decided::Limited(wait));
+        }
+        f(&st.authority).map(Decided::Done)
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Internal(format!("a decision panicked: {e}"))));
+    match decided {
+        Ok(Decided::Done(t)) => Ok(t),
+        Ok(Decided::Limited(wait)) => Err(rate_limited(wait)),
+        Err(e) => Err(error_response(&e)),
+    }
+}
+
 /// 429 with Retry-After when a lineage asks too often.
-fn rate_limited(state: &AppState, keys: &[[u8; 16]]) -> Option<Response> {
-    let wait = keys.iter().filter_map(|k| state.limiter.check(k)).max()?;
+fn rate_limited(wait: u64) -> Response {
     let mut r = refusal(
         429,
         "rate_limited",
@@ -123,7 +155,7 @@ fn rate_limited(state: &AppState, keys: &[[u8; 16]]) -> Option<Response> {
     );
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-    Some(r)
+    r
 }
 
 async fn grant(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -136,12 +168,18 @@ async fn grant(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejectio
         Ok(Err(e)) => return error_response(&e),
         Ok(Ok(r)) => r,
     };
-    if let Some(r) = rate_limited(&s, &req.header.policy_lineages()) {
-        return r;
-    }
-    match decide(&s, move |a| a.grant(&req, &never)).await {
+    let header = req.header.clone();
+    let keys = req.header.policy_lineages();
+    match decide_limited(
+        &s,
+        keys,
+        move |a| a.verify_header(&header),
+        move |a| a.grant(&req, &never),
+    )
+    .await
+    {
         Ok(reply) => ok(&GrantAnswer::of(&reply)),
-        Err(e) => error_response(&e),
+        Err(r) => r,
     }
 }
 
@@ -154,12 +192,17 @@ async fn release(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesReject
         Err(BadRequest(m)) => return bad_request(m),
         Ok(r) => r,
     };
-    if let Some(r) = rate_limited(&s, &[req.device_id]) {
-        return r;
-    }
-    match decide(&s, move |a| a.release(&req, &never)).await {
+    let proof = req.clone();
+    match decide_limited(
+        &s,
+        vec![req.device_id],
+        move |a| a.verify_release(&proof),
+        move |a| a.release(&req, &never),
+    )
+    .await
+    {
         Ok(reply) => ok(&ReleaseAnswer::of(&reply)),
-        Err(e) => error_response(&e),
+        Err(r) => r,
     }
 }
 
@@ -173,12 +216,18 @@ async fn reset(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejectio
         Ok(Err(e)) => return error_response(&e),
         Ok(Ok(r)) => r,
     };
-    if let Some(r) = rate_limited(&s, &req.header.policy_lineages()) {
-        return r;
-    }
-    match decide(&s, move |a| a.reset(&req, &never)).await {
+    let header = req.header.clone();
+    let keys = req.header.policy_lineages();
+    match decide_limited(
+        &s,
+        keys,
+        move |a| a.verify_header(&header),
+        move |a| a.reset(&req, &never),
+    )
+    .await
+    {
         Ok(reply) => ok(&ResetAnswer::of(&reply)),
-        Err(e) => error_response(&e),
+        Err(r) => r,
     }
 }
 

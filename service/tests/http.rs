@@ -348,7 +348,7 @@ fn bad_bodies_get_4xx_and_leave_the_ledger_untouched() {
     let body =
         serde_json::to_vec(&wmlicense_core::service::wire::ReleaseBody::of(&forged)).unwrap();
     let (s, text) = svc.send("POST", PATH_RELEASE, Some(&body), None);
-    assert_eq!((s, error_code(&text).as_str()), (403, "proof_invalid"));
+    assert_eq!((s, error_code(&text).as_str()), (422, "refused"));
 
     assert_eq!(svc.audit_len(), 0, "a bad request reached the ledger");
     let (s, text) = svc.send(
@@ -420,6 +420,14 @@ fn per_lineage_rate_limit() {
     let key = svc.key();
     let dev = KeyPair::generate().unwrap();
     let h = header(&key, &[[1; 16]]);
+    // Requests that do not authenticate (a header not sealed by this service's key) use up
+    // nobody's rate: they are refused as corrupt, never 429.
+    let mut forged = h.clone();
+    forged.created_at += 1;
+    for _ in 0..5 {
+        let (s, text) = svc.send("POST", PATH_GRANT, Some(grant_body(&forged, &dev).as_bytes()), None);
+        assert_eq!((s, error_code(&text).as_str()), (422, "backup_corrupt"));
+    }
     for _ in 0..2 {
         assert_eq!(
             svc.send(

@@ -7,7 +7,7 @@ use crate::crypto;
 use crate::error::{Error, Result};
 use crate::format;
 use crate::fsutil;
-use crate::service::{ReleaseRequest, ResetRequest};
+use crate::service::{hex, ReleaseRequest, ResetRequest};
 use crate::store::Store;
 use std::io::BufReader;
 use std::path::Path;
@@ -15,7 +15,7 @@ use std::path::Path;
 /// Beside a store: the request ID of a release the service may have decided while the store
 /// has not yet removed the licenses. A retry reuses it, so the service answers it the same
 /// way (the lineages it released) and the removal completes.
-const PENDING_RELEASE: &str = "release.pending";
+pub(super) const PENDING_RELEASE: &str = "release.pending";
 
 pub fn release(
     job: &ReleaseJob,
@@ -40,13 +40,36 @@ fn reset(
 ) -> Result<()> {
     let file = backup_file_of(path);
     let header = format::read_header(&mut BufReader::new(open_backup(&file)?))?;
-    let request = ResetRequest {
-        request_id: crypto::random_array()?,
-        header,
+    // The request ID of a reset whose answer may have been lost is kept in the data directory
+    // until the service's answer arrives: a retry is then the same request (a new ID would be
+    // refused as a second reset inside the window).
+    let data_dir = job.places.data_dir()?;
+    let pending = data_dir.join(format!(".reset-{}.pending", hex(&header.backup_id)));
+    let request_id = match fsutil::read_small_file(&pending, 64) {
+        Ok(b) if b.len() == 16 => b.try_into().unwrap(),
+        _ => {
+            let id: [u8; 16] = crypto::random_array()?;
+            fsutil::create_private_dir_all(&data_dir)
+                .and_then(|()| fsutil::replace_file_atomically(&pending, &id))
+                .map_err(|e| {
+                    Error::io(
+                        format!("cannot write {}", pending.display()),
+                        &e,
+                        Error::Store,
+                    )
+                })?;
+            id
+        }
     };
+    let request = ResetRequest { request_id, header };
     let reply = job.places.ask(rep, cancel, c, |service, interrupt| {
         service.reset(&request, interrupt)
-    })?;
+    });
+    if !matches!(reply, Err(Error::ServiceUnavailable(_) | Error::Canceled)) {
+        // The service answered: the request is decided either way.
+        let _ = std::fs::remove_file(&pending);
+    }
+    let reply = reply?;
     c.devices_used = reply.devices.used;
     c.device_limit = reply.devices.limit;
     Ok(())
@@ -88,7 +111,12 @@ fn release_device(
         let key = service.service_key(interrupt)?;
         let request = ReleaseRequest::new(request_id, &identity, &key)?;
         service.release(&request, interrupt)
-    })?;
+    });
+    if matches!(reply, Err(ref e) if !matches!(e, Error::ServiceUnavailable(_) | Error::Canceled)) {
+        // Refused: nothing was released, nothing is left to finish.
+        let _ = std::fs::remove_file(&pending);
+    }
+    let reply = reply?;
     c.devices_used = reply.devices.used;
     c.device_limit = reply.devices.limit;
     // The service has released: the removal is not cancellable (it is quick), and until it

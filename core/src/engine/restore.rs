@@ -72,6 +72,15 @@ pub fn restore(
     }
     let mut request_id = None;
     let target = if Store::exists(&store_dir) {
+        if !job.verify_only && store_dir.join(super::release::PENDING_RELEASE).exists() {
+            // The service may have released this device while the store kept the licenses: a
+            // grant now would count the device again and the release's retry would not know.
+            return Err(Error::Busy(format!(
+                "a release of the store {} has not finished; release it again before restoring \
+                 into it",
+                store_dir.display()
+            )));
+        }
         Target::Existing(Store::open_existing(&store_dir)?)
     } else if !job.individualize {
         return Err(Error::NeedsIndividualization(

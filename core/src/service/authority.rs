@@ -17,6 +17,8 @@ use std::sync::RwLock;
 
 const LEDGER_FILE: &str = "ledger.db";
 const DAY: i64 = 86_400;
+/// How often an unknown key ID may make the service read its key directory again.
+const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The embedded License Management Service: a key ring and a SQLite ledger in a directory
 /// (by default `<data dir>/service`), shared by every process of the user.
@@ -45,6 +47,9 @@ struct LineageState {
 /// A License Management Service: keys, ledger, policy.
 pub struct Authority<L: Ledger> {
     keys: RwLock<KeyRing>,
+    /// When the key directory was last read again for an unknown key ID (at most every
+    /// `KEY_RELOAD_INTERVAL`: unknown IDs come from unauthenticated requests).
+    reloaded: std::sync::Mutex<Option<std::time::Instant>>,
     ledger: L,
     policy: Policy,
 }
@@ -53,6 +58,7 @@ impl<L: Ledger> Authority<L> {
     pub fn new(keys: KeyRing, ledger: L, policy: Policy) -> Authority<L> {
         Authority {
             keys: RwLock::new(keys),
+            reloaded: std::sync::Mutex::new(None),
             ledger,
             policy,
         }
@@ -85,6 +91,13 @@ impl<L: Ledger> Authority<L> {
             .find(key_id)
         {
             return Ok(Some(k.clone()));
+        }
+        {
+            let mut last = self.reloaded.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < KEY_RELOAD_INTERVAL) {
+                return Ok(None);
+            }
+            *last = Some(std::time::Instant::now());
         }
         let mut ring = self.keys.write().unwrap_or_else(|e| e.into_inner());
         if let Ok(fresh) = KeyRing::open(ring_dir(&ring), false) {
@@ -231,8 +244,8 @@ impl<L: Ledger> Authority<L> {
             })
     }
 
-    /// Releases one device from every lineage it is counted for.
-    fn decide_release(&self, req: &ReleaseRequest) -> Result<ReleaseReply> {
+    /// Checks a release's proof of possession of the device key.
+    pub fn verify_release(&self, req: &ReleaseRequest) -> Result<()> {
         let key = self.key(&req.service_key_id)?.ok_or_else(|| {
             Error::BackupRestore(format!(
                 "the release is proven to a service key this service does not have (key ID {})",
@@ -246,9 +259,20 @@ impl<L: Ledger> Authority<L> {
             &req.proof_aad(),
             &req.proof,
         )
+        .map(drop)
         .ok_or_else(|| {
-            Error::AccessDenied("the release does not prove possession of the device's key".into())
-        })?;
+            Error::BackupRestore("the release does not prove possession of the device's key".into())
+        })
+    }
+
+    /// Checks that a header was sealed to this service and not altered since.
+    pub fn verify_header(&self, header: &Header) -> Result<()> {
+        self.open_header(header).map(drop)
+    }
+
+    /// Releases one device from every lineage it is counted for.
+    fn decide_release(&self, req: &ReleaseRequest) -> Result<ReleaseReply> {
+        self.verify_release(req)?;
         let device = req.device().to_bytes();
         self.ledger.transaction(&req.request_id, &[], &mut |tx| {
             let now = unix_now();
@@ -261,9 +285,13 @@ impl<L: Ledger> Authority<L> {
                     split_ids(&r.result)
                 }
                 None => {
-                    let lineages = tx.device_lineages(&device, i64::MIN)?;
+                    // Rows whose device window ran out go too, but only the lineages the
+                    // device still counted for were released (their licenses go).
+                    let lineages = tx.device_lineages(&device, since)?;
+                    for l in tx.device_lineages(&device, i64::MIN)? {
+                        tx.remove_device(&l, &device)?;
+                    }
                     for l in &lineages {
-                        tx.remove_device(l, &device)?;
                         tx.audit(&AuditRecord {
                             at: now,
                             action: "release".into(),
@@ -485,6 +513,28 @@ impl<L: Ledger> LicenseService for Authority<L> {
 
     fn grant(&self, req: &GrantRequest, _: Interrupt<'_>) -> Result<GrantReply> {
         let data_key = self.open_header(&req.header)?;
+        // Sealed before the decision: a device key nothing can be sealed to (a low-order
+        // point, say) is refused before the ledger hears of the request.
+        let seal = |info: &[u8], key: &[u8; KEY_LEN]| {
+            hpke_seal_key(
+                &req.device_public_key,
+                info,
+                &req.grant_aad(),
+                key,
+                &mut crypto::os_rng(),
+            )
+            .map_err(|_| {
+                Error::InvalidArg("the device public key is not a usable X25519 key".into())
+            })
+        };
+        let grant = if !req.dry_run {
+            Grant::DataKey(seal(INFO_GRANT, &data_key)?)
+        } else if req.header.version == VERSION_1 {
+            Grant::Verdict
+        } else {
+            let (_, verify_key) = crypto::derive_backup_keys(&data_key);
+            Grant::VerifyKey(seal(INFO_VERIFY_GRANT, &verify_key)?)
+        };
         let (granted, lineage, devices) = self.decide_grant(req)?;
         if !granted {
             return Err(Error::RestoreFraud {
@@ -500,23 +550,6 @@ impl<L: Ledger> LicenseService for Authority<L> {
                 device_limit: devices.limit,
             });
         }
-        let seal = |info: &[u8], key: &[u8; KEY_LEN]| {
-            hpke_seal_key(
-                &req.device_public_key,
-                info,
-                &req.grant_aad(),
-                key,
-                &mut crypto::os_rng(),
-            )
-        };
-        let grant = if !req.dry_run {
-            Grant::DataKey(seal(INFO_GRANT, &data_key)?)
-        } else if req.header.version == VERSION_1 {
-            Grant::Verdict
-        } else {
-            let (_, verify_key) = crypto::derive_backup_keys(&data_key);
-            Grant::VerifyKey(seal(INFO_VERIFY_GRANT, &verify_key)?)
-        };
         Ok(GrantReply { grant, devices })
     }
 
@@ -771,6 +804,20 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// A device key nothing can be sealed to is refused and counts nothing.
+    #[test]
+    fn an_unusable_device_key_counts_nothing() {
+        let (dir, svc) = open_svc("svc-lowkey", 2);
+        let dev = KeyPair::generate().unwrap();
+        let (h, _) = sealed_header(&svc, [3; 16]);
+        let mut bad = request(&h, &dev, 1);
+        bad.device_public_key = [0; 32];
+        assert!(matches!(svc.grant(&bad, &never), Err(Error::InvalidArg(_))));
+        assert_eq!(svc.devices_counted(&[3; 16]).unwrap(), 0);
+        assert!(svc.audit_log(None, 10).unwrap().is_empty());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[test]
     fn altered_header_is_refused_as_corrupt() {
         let dir = temp_dir("svc-alt");
@@ -824,7 +871,7 @@ mod tests {
         forged.device_public_key = dev.public;
         assert!(matches!(
             svc.release(&forged, &never),
-            Err(Error::AccessDenied(_))
+            Err(Error::BackupRestore(_))
         ));
         assert_eq!(svc.devices_counted(&a).unwrap(), 2);
         let req = ReleaseRequest::new([6; 16], &identity(&dev, 1), &key).unwrap();
@@ -938,6 +985,10 @@ mod tests {
             .unwrap();
         svc.grant(&request(&h, &dev, 2), &never).unwrap();
         assert_eq!(svc.devices_counted(&[6; 16]).unwrap(), 1);
+        // Device 1 no longer counts anywhere: its release releases nothing (its licenses stay).
+        let key = svc.service_key(&never).unwrap();
+        let rel = ReleaseRequest::new([9; 16], &identity(&dev, 1), &key).unwrap();
+        assert!(svc.release(&rel, &never).unwrap().lineages.is_empty());
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -144,6 +144,11 @@ impl GrantBody {
         let request_id = field("request_id", &self.request_id)?;
         let device_id = field("device_id", &self.device_id)?;
         let device_public_key = field("device_public_key", &self.device_public_key)?;
+        if !crate::crypto::is_usable_public_key(&device_public_key) {
+            return Err(BadRequest(
+                "device_public_key is not a usable X25519 public key".into(),
+            ));
+        }
         Ok(header_of(&self.header)?.map(|header| GrantRequest {
             request_id,
             header,
@@ -357,6 +362,7 @@ impl ErrorBody {
             "too_many_resets" => Error::TooManyResets(m),
             "backup_corrupt" => Error::BackupCorrupt(m),
             "proof_invalid" | "refused" => Error::BackupRestore(m),
+            "request_id_reused" => Error::InvalidArg(m),
             _ if status == 429 || status >= 500 => return None,
             _ => Error::BackupRestore(format!(
                 "the License Management Service refused the request ({status} {}): {m}",
