@@ -1,0 +1,38 @@
+# The README's C program ("Using it from C") compiles as pasted (C11, -Wall -Wextra -Werror)
+# against the header and the static library, and runs: a backup of the default store of a fresh
+# WMLICENSE_HOME into a directory, ending S_OK.
+# Inputs: SOURCE_DIR, WORK, CC, INCLUDE, STATIC_LIB, NATIVE_LIBS.
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK}/home)
+file(READ ${SOURCE_DIR}/README.md readme)
+string(FIND "${readme}" "## Using it from C" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "README.md has no \"## Using it from C\" section")
+endif()
+string(SUBSTRING "${readme}" ${at} -1 rest)
+string(FIND "${rest}" "```c\n" open)
+string(SUBSTRING "${rest}" ${open} -1 rest)
+string(LENGTH "```c\n" skip)
+string(SUBSTRING "${rest}" ${skip} -1 rest)
+string(FIND "${rest}" "```" close)
+string(SUBSTRING "${rest}" 0 ${close} program)
+file(WRITE ${WORK}/readme.c "${program}")
+set(libs "")
+foreach(l ${NATIVE_LIBS})
+  list(APPEND libs -l${l})
+endforeach()
+execute_process(COMMAND ${CC} -std=c11 -Wall -Wextra -Werror -I${INCLUDE} ${WORK}/readme.c ${STATIC_LIB} ${libs}
+                        -o ${WORK}/readme
+                RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the README's C program does not compile as pasted:\n${err}\n${program}")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -E env WMLICENSE_HOME=${WORK}/home ${WORK}/readme ${WORK}/backup
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "backup ended: 0x00000000 ok")
+  message(FATAL_ERROR "the README's C program did not back up (${rc}):\n${out}\n${err}")
+endif()
+if(NOT EXISTS ${WORK}/backup/licenses.wmlb)
+  message(FATAL_ERROR "the README's C program wrote no backup")
+endif()
+message(STATUS "the README's C program compiles as pasted and backs up")
