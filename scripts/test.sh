@@ -54,7 +54,10 @@ valgrind=OFF
 command -v valgrind >/dev/null 2>&1 && valgrind=ON
 
 echo "== cmake build (valgrind runs: $valgrind)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug -DWMLICENSE_VALGRIND=$valgrind ${WMLICENSE_CMAKE_ARGS:-}
+# `cargo test --workspace` above built target/debug/wmlicense-service (test_service starts it):
+# cmake does not build it again (a `cargo build -p` alone unifies features differently and
+# would rebuild its whole dependency tree).
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug -DWMLICENSE_VALGRIND=$valgrind -DWMLICENSE_BUILD_SERVICE=OFF ${WMLICENSE_CMAKE_ARGS:-}
 cmake --build build -j "$jobs"
 
 echo "== ctest"
@@ -62,7 +65,7 @@ rm -rf build/test-tmp
 ctest --test-dir build --output-on-failure -j "$jobs"
 
 echo "== cmake build with AddressSanitizer + UBSan"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWMLICENSE_SANITIZE=ON ${WMLICENSE_CMAKE_ARGS:-}
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWMLICENSE_SANITIZE=ON -DWMLICENSE_BUILD_SERVICE=OFF ${WMLICENSE_CMAKE_ARGS:-}
 cmake --build build-asan -j "$jobs"
 
 echo "== ctest (sanitized)"
