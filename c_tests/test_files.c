@@ -321,8 +321,8 @@ static void data_path_case(void) {
   snprintf(b, sizeof b, "%s/data-b", g_home);
   snprintf(bdir, sizeof bdir, "%s/data-backup", g_home);
   snprintf(store_a, sizeof store_a, "%s/licenses.db", a);
-  snprintf(key_a, sizeof key_a, "%s/service/service.key", a);
-  snprintf(key_b, sizeof key_b, "%s/service/service.key", b);
+  snprintf(key_a, sizeof key_a, "%s/service/initial.key", a);
+  snprintf(key_b, sizeof key_b, "%s/service/initial.key", b);
   REQUIRE_OK(wmr_put(a, g_lic, NL)); /* the default store of data directory a */
 
   wmr_init(&rec);
