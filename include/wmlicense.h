@@ -318,7 +318,10 @@ typedef struct wm_event {
  * Receives the events of a backup restorer, on a library worker thread (never inside the call
  * that started the operation), in order and one at a time per restorer. It may call any wm_*
  * function, including starting the next operation from END and destroying its own restorer.
- * `context` is the pointer given to wm_backup_restorer_create.
+ * `context` is the pointer given to wm_backup_restorer_create. It must not throw (C++) or
+ * longjmp out. A thread ended from inside it (pthread_exit, as CPython before 3.14 ends threads
+ * at interpreter exit) leaves that worker parked for good, its operation unfinished, and the
+ * process free to exit, instead of aborting it.
  */
 typedef void (*wm_status_callback)(const struct wm_event *event, void *context);
 

@@ -64,6 +64,9 @@ echo "== ctest"
 rm -rf build/test-tmp
 ctest --test-dir build --output-on-failure -j "$jobs"
 
+echo "== Python package: pytest in a throwaway venv (reuses target/debug/libwmlicense.so)"
+bash bindings/python/run_tests.sh
+
 echo "== cmake build with AddressSanitizer + UBSan"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWMLICENSE_SANITIZE=ON -DWMLICENSE_BUILD_SERVICE=OFF ${WMLICENSE_CMAKE_ARGS:-}
 cmake --build build-asan -j "$jobs"

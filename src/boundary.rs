@@ -257,3 +257,19 @@ pub(crate) unsafe fn arg_str<'a>(
 
 /// Longest path accepted from C, in bytes.
 pub(crate) const PATH_MAX_BYTES: usize = 4096;
+
+/// Armed while a C callback (a restorer's callback, a store visitor) runs. Its drop runs only when the callback unwinds, which a C
+/// callback cannot do by panicking: it is a forced unwind (pthread_exit: CPython < 3.14 ends a
+/// thread that wants the GIL during finalization that way) or a foreign exception. Any
+/// catch_unwind above (deliver, run, the pool, std's thread root) would catch it and abort the
+/// process ("FATAL: exception not rethrown"); the worker parks for good instead, which is what
+/// CPython 3.14 does with such threads itself. The process exits around it.
+pub(crate) struct ParkOnUnwind;
+
+impl Drop for ParkOnUnwind {
+    fn drop(&mut self) {
+        loop {
+            std::thread::park();
+        }
+    }
+}

@@ -83,15 +83,18 @@ pub struct wm_event {
 /// Receives the events of a backup restorer, on a library worker thread (never inside the call
 /// that started the operation), in order and one at a time per restorer. It may call any wm_*
 /// function, including starting the next operation from END and destroying its own restorer.
-/// `context` is the pointer given to wm_backup_restorer_create.
+/// `context` is the pointer given to wm_backup_restorer_create. It must not throw (C++) or
+/// longjmp out. A thread ended from inside it (pthread_exit, as CPython before 3.14 ends threads
+/// at interpreter exit) leaves that worker parked for good, its operation unfinished, and the
+/// process free to exit, instead of aborting it.
 #[allow(non_camel_case_types)]
 pub type wm_status_callback =
-    Option<unsafe extern "C" fn(event: *const wm_event, context: *mut c_void)>;
+    Option<unsafe extern "C-unwind" fn(event: *const wm_event, context: *mut c_void)>;
 
 /// The C callback and its context, movable to worker threads. The caller of
 /// wm_backup_restorer_create promises the context may be used from them.
 struct CallbackTarget {
-    callback: unsafe extern "C" fn(*const wm_event, *mut c_void),
+    callback: unsafe extern "C-unwind" fn(*const wm_event, *mut c_void),
     context: usize,
 }
 
@@ -101,7 +104,7 @@ fn c_string(s: &str) -> CString {
 
 /// A sink that turns each restorer notice into a wm_event for `callback`.
 pub(crate) fn sink_for(
-    callback: unsafe extern "C" fn(*const wm_event, *mut c_void),
+    callback: unsafe extern "C-unwind" fn(*const wm_event, *mut c_void),
     context: *mut c_void,
 ) -> Sink {
     let target = CallbackTarget {
@@ -169,7 +172,9 @@ pub(crate) fn sink_for(
         }
         ev.title = title.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
         ev.message = message.as_ref().map_or(std::ptr::null(), |m| m.as_ptr());
+        let guard = crate::boundary::ParkOnUnwind;
         // SAFETY: the callback pointer came non-NULL from C; `ev` lives through the call.
         unsafe { (target.callback)(&ev, target.context as *mut c_void) };
+        std::mem::forget(guard);
     })
 }

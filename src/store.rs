@@ -55,7 +55,7 @@ pub struct wm_license {
 /// WM_E_BACKUPRESTORE_BUSY).
 #[allow(non_camel_case_types)]
 pub type wm_license_visitor =
-    Option<unsafe extern "C" fn(license: *const wm_license, context: *mut c_void) -> i32>;
+    Option<unsafe extern "C-unwind" fn(license: *const wm_license, context: *mut c_void) -> i32>;
 
 /// Playback right.
 pub const WM_RIGHT_PLAYBACK: u32 = 0x1;
@@ -157,7 +157,7 @@ unsafe fn license_from_c(l: &wm_license) -> FfiResult<License> {
 /// Calls `visitor` with a C view of `license`; returns the visitor's verdict (true = go on).
 fn visit(
     license: &License,
-    visitor: unsafe extern "C" fn(*const wm_license, *mut c_void) -> i32,
+    visitor: unsafe extern "C-unwind" fn(*const wm_license, *mut c_void) -> i32,
     context: *mut c_void,
 ) -> bool {
     let title = license
@@ -176,8 +176,11 @@ fn visit(
         expiration_date: license.expiration_date,
         issued_at: license.issued_at,
     };
+    let guard = crate::boundary::ParkOnUnwind;
     // SAFETY: the caller promised a valid function pointer; `view` outlives the call.
-    unsafe { visitor(&view, context) == 0 }
+    let go_on = unsafe { visitor(&view, context) == 0 };
+    std::mem::forget(guard);
+    go_on
 }
 
 /// Opens (creating if needed) the license store in directory `path`, or the default store when
