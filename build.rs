@@ -14,7 +14,9 @@ fn main() {
             println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libwmlicense.so.{abi}");
         }
         Ok("macos") | Ok("ios") => {
-            println!("cargo:rustc-cdylib-link-arg=-Wl,-install_name,@rpath/libwmlicense.{abi}.dylib");
+            println!(
+                "cargo:rustc-cdylib-link-arg=-Wl,-install_name,@rpath/libwmlicense.{abi}.dylib"
+            );
         }
         _ => {}
     }

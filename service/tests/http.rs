@@ -425,7 +425,12 @@ fn per_lineage_rate_limit() {
     let mut forged = h.clone();
     forged.created_at += 1;
     for _ in 0..5 {
-        let (s, text) = svc.send("POST", PATH_GRANT, Some(grant_body(&forged, &dev).as_bytes()), None);
+        let (s, text) = svc.send(
+            "POST",
+            PATH_GRANT,
+            Some(grant_body(&forged, &dev).as_bytes()),
+            None,
+        );
         assert_eq!((s, error_code(&text).as_str()), (422, "backup_corrupt"));
     }
     for _ in 0..2 {
