@@ -9,6 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${WMLICENSE_JOBS:-2}
 
+if cargo fmt --version >/dev/null 2>&1; then
+  echo "== cargo fmt --check"
+  cargo fmt --all --check
+elif [ "${CI:-}" = true ]; then
+  echo "rustfmt is missing (CI=true: .ci/run installs it)" >&2
+  exit 1
+else
+  echo "== (no rustfmt: the formatting check is skipped; rustup component add rustfmt)"
+fi
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
 
