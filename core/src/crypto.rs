@@ -80,19 +80,26 @@ pub struct SealedKey {
     pub ciphertext: [u8; SEALED_KEY_LEN],
 }
 
-/// Seals `key` to `recipient` with HPKE base mode, binding `info` and `aad`.
-pub fn hpke_seal_key<R: RngCore + CryptoRng>(
+type PublicKey = <HpkeKem as hpke::Kem>::PublicKey;
+type PrivateKey = <HpkeKem as hpke::Kem>::PrivateKey;
+
+fn public_key(bytes: &[u8; 32]) -> Result<PublicKey> {
+    PublicKey::from_bytes(bytes)
+        .map_err(|e| Error::Internal(format!("invalid X25519 public key: {e}")))
+}
+
+/// Seals `key` to `recipient` in `mode` (the one seal of base and auth mode).
+fn seal_key<R: RngCore + CryptoRng>(
+    mode: &hpke::OpModeS<HpkeKem>,
     recipient: &[u8; 32],
     info: &[u8],
     aad: &[u8],
     key: &[u8; KEY_LEN],
     rng: &mut R,
 ) -> Result<SealedKey> {
-    let pk = <HpkeKem as hpke::Kem>::PublicKey::from_bytes(recipient)
-        .map_err(|e| Error::Internal(format!("invalid X25519 public key: {e}")))?;
     let (enc, ct) = hpke::single_shot_seal::<HpkeAead, HpkeKdf, HpkeKem, R>(
-        &hpke::OpModeS::Base,
-        &pk,
+        mode,
+        &public_key(recipient)?,
         info,
         key,
         aad,
@@ -108,17 +115,18 @@ pub fn hpke_seal_key<R: RngCore + CryptoRng>(
     Ok(sealed)
 }
 
-/// Opens a key sealed by [`hpke_seal_key`]; `None` when it does not authenticate.
-pub fn hpke_open_key(
+/// Opens a key sealed by [`seal_key`] in `mode`; `None` when it does not authenticate.
+fn open_key(
+    mode: &hpke::OpModeR<HpkeKem>,
     secret: &[u8; 32],
     info: &[u8],
     aad: &[u8],
     sealed: &SealedKey,
 ) -> Option<[u8; KEY_LEN]> {
-    let sk = <HpkeKem as hpke::Kem>::PrivateKey::from_bytes(secret).ok()?;
+    let sk = PrivateKey::from_bytes(secret).ok()?;
     let enc = <HpkeKem as hpke::Kem>::EncappedKey::from_bytes(&sealed.encapped).ok()?;
     let pt = hpke::single_shot_open::<HpkeAead, HpkeKdf, HpkeKem>(
-        &hpke::OpModeR::Base,
+        mode,
         &sk,
         &enc,
         info,
@@ -127,6 +135,27 @@ pub fn hpke_open_key(
     )
     .ok()?;
     (pt.len() == KEY_LEN).then(|| to_array(&pt))
+}
+
+/// Seals `key` to `recipient` with HPKE base mode, binding `info` and `aad`.
+pub fn hpke_seal_key<R: RngCore + CryptoRng>(
+    recipient: &[u8; 32],
+    info: &[u8],
+    aad: &[u8],
+    key: &[u8; KEY_LEN],
+    rng: &mut R,
+) -> Result<SealedKey> {
+    seal_key(&hpke::OpModeS::Base, recipient, info, aad, key, rng)
+}
+
+/// Opens a key sealed by [`hpke_seal_key`]; `None` when it does not authenticate.
+pub fn hpke_open_key(
+    secret: &[u8; 32],
+    info: &[u8],
+    aad: &[u8],
+    sealed: &SealedKey,
+) -> Option<[u8; KEY_LEN]> {
+    open_key(&hpke::OpModeR::Base, secret, info, aad, sealed)
 }
 
 /// Seals `key` to `recipient` with HPKE auth mode: only the holder of `sender`'s secret key
@@ -139,28 +168,10 @@ pub fn hpke_seal_key_auth<R: RngCore + CryptoRng>(
     key: &[u8; KEY_LEN],
     rng: &mut R,
 ) -> Result<SealedKey> {
-    let pk = <HpkeKem as hpke::Kem>::PublicKey::from_bytes(recipient)
-        .map_err(|e| Error::Internal(format!("invalid X25519 public key: {e}")))?;
-    let sk = <HpkeKem as hpke::Kem>::PrivateKey::from_bytes(&sender.secret)
+    let sk = PrivateKey::from_bytes(&sender.secret)
         .map_err(|e| Error::Internal(format!("invalid X25519 secret key: {e}")))?;
-    let spk = <HpkeKem as hpke::Kem>::PublicKey::from_bytes(&sender.public)
-        .map_err(|e| Error::Internal(format!("invalid X25519 public key: {e}")))?;
-    let (enc, ct) = hpke::single_shot_seal::<HpkeAead, HpkeKdf, HpkeKem, R>(
-        &hpke::OpModeS::Auth((sk, spk)),
-        &pk,
-        info,
-        key,
-        aad,
-        rng,
-    )
-    .map_err(|e| Error::Internal(format!("HPKE seal failed: {e}")))?;
-    let mut sealed = SealedKey {
-        encapped: [0; ENCAPPED_LEN],
-        ciphertext: [0; SEALED_KEY_LEN],
-    };
-    sealed.encapped.copy_from_slice(&enc.to_bytes());
-    sealed.ciphertext.copy_from_slice(&ct);
-    Ok(sealed)
+    let mode = hpke::OpModeS::Auth((sk, public_key(&sender.public)?));
+    seal_key(&mode, recipient, info, aad, key, rng)
 }
 
 /// Opens a key sealed by [`hpke_seal_key_auth`] by `sender`; `None` when it does not
@@ -172,19 +183,8 @@ pub fn hpke_open_key_auth(
     aad: &[u8],
     sealed: &SealedKey,
 ) -> Option<[u8; KEY_LEN]> {
-    let sk = <HpkeKem as hpke::Kem>::PrivateKey::from_bytes(secret).ok()?;
-    let spk = <HpkeKem as hpke::Kem>::PublicKey::from_bytes(sender).ok()?;
-    let enc = <HpkeKem as hpke::Kem>::EncappedKey::from_bytes(&sealed.encapped).ok()?;
-    let pt = hpke::single_shot_open::<HpkeAead, HpkeKdf, HpkeKem>(
-        &hpke::OpModeR::Auth(spk),
-        &sk,
-        &enc,
-        info,
-        &sealed.ciphertext,
-        aad,
-    )
-    .ok()?;
-    (pt.len() == KEY_LEN).then(|| to_array(&pt))
+    let spk = PublicKey::from_bytes(sender).ok()?;
+    open_key(&hpke::OpModeR::Auth(spk), secret, info, aad, sealed)
 }
 
 /// True when a key can be sealed to `public` (not a low-order point, say).

@@ -158,77 +158,85 @@ fn rate_limited(wait: u64) -> Response {
     r
 }
 
-async fn grant(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body: GrantBody = match parse_body(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req = match body.parse() {
-        Err(BadRequest(m)) => return bad_request(m),
-        Ok(Err(e)) => return error_response(&e),
-        Ok(Ok(r)) => r,
-    };
-    let header = req.header.clone();
-    let keys = req.header.policy_lineages();
-    match decide_limited(
-        &s,
-        keys,
-        move |a| a.verify_header(&header),
-        move |a| a.grant(&req, &never),
+/// A request body parsed into a request, or the answer instead: 4xx for a bad body, the
+/// decision's code for a request that parses but cannot be decided (a corrupt header).
+fn request_of<B: for<'de> Deserialize<'de>, R>(
+    body: Result<Bytes, BytesRejection>,
+    parse: impl FnOnce(&B) -> Result<Result<R, Error>, BadRequest>,
+) -> Result<R, Response> {
+    let body: B = parse_body(body)?;
+    match parse(&body) {
+        Err(BadRequest(m)) => Err(bad_request(m)),
+        Ok(Err(e)) => Err(error_response(&e)),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+/// A decision about a backup's header: authenticated, then charged to its lineages' rate.
+async fn decide_for_header<T: Send + 'static>(
+    state: &Arc<AppState>,
+    header: &wmlicense_core::format::Header,
+    f: impl FnOnce(&Service) -> wmlicense_core::Result<T> + Send + 'static,
+) -> Result<T, Response> {
+    let h = header.clone();
+    decide_limited(
+        state,
+        header.policy_lineages(),
+        move |a| a.verify_header(&h),
+        f,
     )
     .await
-    {
-        Ok(reply) => ok(&GrantAnswer::of(&reply)),
+}
+
+/// The 200 answer of a decision, or its refusal.
+fn respond<T, A: Serialize>(
+    decided: Result<T, Response>,
+    answer: impl FnOnce(&T) -> A,
+) -> Response {
+    match decided {
+        Ok(reply) => ok(&answer(&reply)),
         Err(r) => r,
     }
 }
 
-async fn release(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body: ReleaseBody = match parse_body(body) {
-        Ok(b) => b,
+async fn grant(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req = match request_of(body, GrantBody::parse) {
+        Ok(r) => r,
         Err(r) => return r,
     };
-    let req = match body.parse() {
-        Err(BadRequest(m)) => return bad_request(m),
+    let header = req.header.clone();
+    respond(
+        decide_for_header(&s, &header, move |a| a.grant(&req, &never)).await,
+        GrantAnswer::of,
+    )
+}
+
+async fn release(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req = match request_of(body, |b: &ReleaseBody| b.parse().map(Ok)) {
         Ok(r) => r,
+        Err(r) => return r,
     };
     let proof = req.clone();
-    match decide_limited(
+    let decided = decide_limited(
         &s,
         vec![req.device_id],
         move |a| a.verify_release(&proof),
         move |a| a.release(&req, &never),
     )
-    .await
-    {
-        Ok(reply) => ok(&ReleaseAnswer::of(&reply)),
-        Err(r) => r,
-    }
+    .await;
+    respond(decided, ReleaseAnswer::of)
 }
 
 async fn reset(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body: ResetBody = match parse_body(body) {
-        Ok(b) => b,
+    let req = match request_of(body, ResetBody::parse) {
+        Ok(r) => r,
         Err(r) => return r,
     };
-    let req = match body.parse() {
-        Err(BadRequest(m)) => return bad_request(m),
-        Ok(Err(e)) => return error_response(&e),
-        Ok(Ok(r)) => r,
-    };
     let header = req.header.clone();
-    let keys = req.header.policy_lineages();
-    match decide_limited(
-        &s,
-        keys,
-        move |a| a.verify_header(&header),
-        move |a| a.reset(&req, &never),
+    respond(
+        decide_for_header(&s, &header, move |a| a.reset(&req, &never)).await,
+        ResetAnswer::of,
     )
-    .await
-    {
-        Ok(reply) => ok(&ResetAnswer::of(&reply)),
-        Err(r) => r,
-    }
 }
 
 async fn service_key(State(s): State<Arc<AppState>>) -> Response {
