@@ -115,6 +115,23 @@ impl Header {
         b
     }
 
+    /// Seals `data_key` to the service public key `service_public_key` (HPKE base mode, the
+    /// header's core bytes as associated data): call it once every other field is set.
+    pub fn seal_data_key(
+        &mut self,
+        service_public_key: &[u8; 32],
+        data_key: &[u8; KEY_LEN],
+    ) -> Result<()> {
+        self.sealed_data_key = crate::crypto::hpke_seal_key(
+            service_public_key,
+            INFO_DATA_KEY,
+            &self.core_bytes(),
+            data_key,
+            &mut crate::crypto::os_rng(),
+        )?;
+        Ok(())
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = self.core_bytes();
         b.extend_from_slice(&self.sealed_data_key.encapped);

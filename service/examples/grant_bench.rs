@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use wmlicense_core::crypto::{self, hpke_seal_key, KeyPair, SealedKey};
-use wmlicense_core::format::{Header, INFO_DATA_KEY, VERSION};
+use wmlicense_core::crypto::{self, KeyPair, SealedKey};
+use wmlicense_core::format::{Header, VERSION};
 use wmlicense_core::service::wire::{GrantBody, PATH_GRANT};
 use wmlicense_core::service::{GrantRequest, LicenseService, NetworkService, ServiceKey};
 
@@ -126,14 +126,8 @@ fn sealed_header(key: &ServiceKey) -> Header {
             ciphertext: [0; 48],
         },
     };
-    h.sealed_data_key = hpke_seal_key(
-        &key.public_key,
-        INFO_DATA_KEY,
-        &h.core_bytes(),
-        &random::<32>(),
-        &mut crypto::os_rng(),
-    )
-    .expect("HPKE seal");
+    h.seal_data_key(&key.public_key, &random::<32>())
+        .expect("HPKE seal");
     h
 }
 

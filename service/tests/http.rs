@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use wmlicense_core::crypto::{self, hpke_seal_key, KeyPair, SealedKey};
-use wmlicense_core::format::{Header, INFO_DATA_KEY, VERSION};
+use wmlicense_core::crypto::{self, KeyPair, SealedKey};
+use wmlicense_core::format::{Header, VERSION};
 use wmlicense_core::identity::DeviceIdentity;
 use wmlicense_core::service::wire::{
     PATH_GRANT, PATH_HEALTH, PATH_RELEASE, PATH_RESET, PATH_SERVICE_KEY,
@@ -130,14 +130,7 @@ fn header(key: &ServiceKey, lineages: &[[u8; 16]]) -> Header {
             ciphertext: [0; 48],
         },
     };
-    h.sealed_data_key = hpke_seal_key(
-        &key.public_key,
-        INFO_DATA_KEY,
-        &h.core_bytes(),
-        &[7; 32],
-        &mut crypto::os_rng(),
-    )
-    .unwrap();
+    h.seal_data_key(&key.public_key, &[7; 32]).unwrap();
     h
 }
 

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use wmlicense_core::crypto::{self, hpke_seal_key, KeyPair, SealedKey};
-use wmlicense_core::format::{Header, INFO_DATA_KEY, VERSION};
+use wmlicense_core::crypto::{self, KeyPair, SealedKey};
+use wmlicense_core::format::{Header, VERSION};
 use wmlicense_core::service::wire::{ErrorBody, GrantAnswer, GrantBody, PATH_GRANT};
 use wmlicense_core::service::{
     hex, Grant, GrantRequest, Ledger, LicenseService, NetworkService, ServiceKey, SqliteLedger,
@@ -401,14 +401,7 @@ fn sealed_header(key: &ServiceKey) -> (Header, [u8; 32]) {
             ciphertext: [0; 48],
         },
     };
-    h.sealed_data_key = hpke_seal_key(
-        &key.public_key,
-        INFO_DATA_KEY,
-        &h.core_bytes(),
-        &data_key,
-        &mut crypto::os_rng(),
-    )
-    .unwrap();
+    h.seal_data_key(&key.public_key, &data_key).unwrap();
     (h, data_key)
 }
 

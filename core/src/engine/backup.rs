@@ -6,9 +6,7 @@ use super::cancel::ProgressClock;
 use super::{BackupJob, Cancel, Counters, Event, Reporter};
 use crate::crypto::{self, SealedKey};
 use crate::error::{Error, Result};
-use crate::format::{
-    BackupWriter, Header, BACKUP_FILE, DEFAULT_CHUNK_SIZE, INFO_DATA_KEY, MAX_LINEAGES, VERSION,
-};
+use crate::format::{BackupWriter, Header, BACKUP_FILE, DEFAULT_CHUNK_SIZE, MAX_LINEAGES, VERSION};
 use crate::fsutil::{self, FileLock};
 use crate::license::unix_now;
 use crate::store::Store;
@@ -211,13 +209,7 @@ pub fn backup(
                 ciphertext: [0; 48],
             },
         };
-        header.sealed_data_key = crypto::hpke_seal_key(
-            &key.public_key,
-            INFO_DATA_KEY,
-            &header.core_bytes(),
-            &data_key,
-            &mut crypto::os_rng(),
-        )?;
+        header.seal_data_key(&key.public_key, &data_key)?;
         let mut writer = BackupWriter::new(
             BufWriter::with_capacity(256 * 1024, file),
             &header,

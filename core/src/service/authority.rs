@@ -599,14 +599,7 @@ mod tests {
                 ciphertext: [0; 48],
             },
         };
-        h.sealed_data_key = hpke_seal_key(
-            &key.public_key,
-            INFO_DATA_KEY,
-            &h.core_bytes(),
-            &data_key,
-            &mut crypto::os_rng(),
-        )
-        .unwrap();
+        h.seal_data_key(&key.public_key, &data_key).unwrap();
         (h, data_key)
     }
 
@@ -619,14 +612,8 @@ mod tests {
         let (mut h, data_key) = sealed_header_v2(svc, &[lineage]);
         h.version = VERSION_1;
         h.lineages.clear();
-        h.sealed_data_key = hpke_seal_key(
-            &svc.service_key(&never).unwrap().public_key,
-            INFO_DATA_KEY,
-            &h.core_bytes(),
-            &data_key,
-            &mut crypto::os_rng(),
-        )
-        .unwrap();
+        h.seal_data_key(&svc.service_key(&never).unwrap().public_key, &data_key)
+            .unwrap();
         h
     }
 
