@@ -112,6 +112,12 @@ fn io_class(e: &io::Error) -> IoClass {
     IoClass::Other
 }
 
+impl From<rusqlite::types::FromSqlError> for Error {
+    fn from(e: rusqlite::types::FromSqlError) -> Error {
+        Error::Store(format!("a stored value has the wrong type: {e}"))
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Error {
         use rusqlite::ErrorCode;

@@ -17,7 +17,7 @@ use crate::crypto::{
     self, ChunkCipher, SealedKey, ENCAPPED_LEN, KEY_LEN, SEALED_KEY_LEN, TAG_LEN, VERIFY_TAG_LEN,
 };
 use crate::error::{Error, Result};
-use crate::license::{License, CONTENT_KEY_MAX, KEY_ID_MAX, TITLE_MAX};
+use crate::license::{License, LicenseRef, CONTENT_KEY_MAX, KEY_ID_MAX, TITLE_MAX};
 use std::io::{self, Read, Write};
 
 pub const BACKUP_FILE: &str = "licenses.wmlb";
@@ -337,11 +337,16 @@ fn check_chunk_tag(
 
 /// Appends the encoding of one license to `out`.
 pub fn encode_license(l: &License, out: &mut Vec<u8>) {
+    encode_record(&l.as_ref(), out)
+}
+
+/// Appends the encoding of one license to `out`.
+pub fn encode_record(l: &LicenseRef<'_>, out: &mut Vec<u8>) {
     out.push(l.key_id.len() as u8);
-    out.extend_from_slice(&l.key_id);
+    out.extend_from_slice(l.key_id);
     out.push(l.content_key.len() as u8);
-    out.extend_from_slice(&l.content_key);
-    match &l.title {
+    out.extend_from_slice(l.content_key);
+    match l.title {
         Some(t) => {
             out.extend_from_slice(&(t.len() as u16).to_le_bytes());
             out.extend_from_slice(t.as_bytes());
@@ -361,29 +366,29 @@ pub const MAX_RECORD_LEN: usize =
 
 /// Decodes one license at `*pos`, advancing it. Authenticated data that does not decode means
 /// a writer bug or a forged key; either way the backup is not usable.
-fn decode_license(b: &[u8], pos: &mut usize) -> Result<License> {
+fn decode_record<'a>(b: &'a [u8], pos: &mut usize) -> Result<LicenseRef<'a>> {
     let bad = || Error::corrupt("a license record is malformed");
-    let mut take = |n: usize| -> Result<&[u8]> {
+    let mut take = |n: usize| -> Result<&'a [u8]> {
         let s = b.get(*pos..*pos + n).ok_or_else(bad)?;
         *pos += n;
         Ok(s)
     };
     let n = take(1)?[0] as usize;
-    let key_id = take(n)?.to_vec();
+    let key_id = take(n)?;
     let n = take(1)?[0] as usize;
-    let content_key = take(n)?.to_vec();
+    let content_key = take(n)?;
     let tl = u16::from_le_bytes(take(2)?.try_into().unwrap());
     let title = if tl == NO_TITLE {
         None
     } else {
-        Some(String::from_utf8(take(tl as usize)?.to_vec()).map_err(|_| bad())?)
+        Some(std::str::from_utf8(take(tl as usize)?).map_err(|_| bad())?)
     };
     let rights = u32::from_le_bytes(take(4)?.try_into().unwrap());
     let play_count = i32::from_le_bytes(take(4)?.try_into().unwrap());
     let begin_date = i64::from_le_bytes(take(8)?.try_into().unwrap());
     let expiration_date = i64::from_le_bytes(take(8)?.try_into().unwrap());
     let issued_at = i64::from_le_bytes(take(8)?.try_into().unwrap());
-    let l = License {
+    let l = LicenseRef {
         key_id,
         content_key,
         title,
@@ -444,6 +449,11 @@ impl<W: Write> BackupWriter<W> {
     /// Appends `license`, whose lineage is `lineage` — an index into the header's lineages
     /// (always 0 for version 1).
     pub fn push(&mut self, license: &License, lineage: u16) -> Result<()> {
+        self.push_ref(&license.as_ref(), lineage)
+    }
+
+    /// [`BackupWriter::push`] of a borrowed license.
+    pub fn push_ref(&mut self, license: &LicenseRef<'_>, lineage: u16) -> Result<()> {
         if lineage as usize >= self.lineages {
             return Err(Error::Internal(format!(
                 "lineage index {lineage} is not in the backup header's {} lineages",
@@ -454,7 +464,7 @@ impl<W: Write> BackupWriter<W> {
         if self.version != VERSION_1 {
             self.plain.extend_from_slice(&lineage.to_le_bytes());
         }
-        encode_license(license, &mut self.plain);
+        encode_record(license, &mut self.plain);
         if self.plain.len() > self.chunk_size {
             // The record does not fit: seal what came before it and start the next chunk with it.
             let record = self.plain.split_off(start);
@@ -482,10 +492,11 @@ impl<W: Write> BackupWriter<W> {
 
     fn flush(&mut self, last: bool) -> Result<()> {
         let count = self.chunk_count;
-        let ct = self.cipher.seal(
+        let mut ct = std::mem::take(&mut self.plain);
+        self.cipher.seal_in_place(
             self.index,
             &chunk_aad(&self.header, self.version, last, count),
-            &self.plain,
+            &mut ct,
         )?;
         let mut word = ct.len() as u32;
         if last {
@@ -505,7 +516,8 @@ impl<W: Write> BackupWriter<W> {
             self.out.write_all(&tag).map_err(write_error)?;
         }
         self.index += 1;
-        self.plain.clear();
+        ct.clear();
+        self.plain = ct;
         self.chunk_count = 0;
         Ok(())
     }
@@ -657,6 +669,11 @@ impl<R: Read> BackupReader<R> {
         self
     }
 
+    /// The lineages records may name (version 1: the header's one), in ascending order.
+    pub fn lineages(&self) -> &[[u8; 16]] {
+        &self.lineages
+    }
+
     /// The next license, without its lineage.
     pub fn next_license(&mut self) -> Result<Option<License>> {
         Ok(self.next_entry()?.map(|(l, _)| l))
@@ -664,6 +681,13 @@ impl<R: Read> BackupReader<R> {
 
     /// The next license and its lineage (version 1: the header's lineage).
     pub fn next_entry(&mut self) -> Result<Option<(License, [u8; 16])>> {
+        Ok(self
+            .next_ref()?
+            .map(|(l, lineage)| (l.to_license(), lineage)))
+    }
+
+    /// [`BackupReader::next_entry`], borrowing the license from the reader's current chunk.
+    pub fn next_ref(&mut self) -> Result<Option<(LicenseRef<'_>, [u8; 16])>> {
         let v2 = self.framing.version != VERSION_1;
         loop {
             if self.pos < self.plain.len() {
@@ -687,7 +711,7 @@ impl<R: Read> BackupReader<R> {
                 } else {
                     self.lineages[0]
                 };
-                let l = decode_license(&self.plain, &mut self.pos)?;
+                let l = decode_record(&self.plain, &mut self.pos)?;
                 self.count += 1;
                 if self.count > self.expected {
                     return Err(Error::corrupt(
@@ -732,15 +756,16 @@ impl<R: Read> BackupReader<R> {
         {
             return Err(f.not_authentic());
         }
-        let plain = self
+        let aad = chunk_aad(&self.header, f.version, last, count);
+        // The ciphertext buffer becomes the plaintext; the previous plaintext's buffer is
+        // reused for the next chunk's ciphertext.
+        std::mem::swap(&mut self.plain, &mut self.framing.ciphertext);
+        if !self
             .cipher
-            .open(
-                f.index,
-                &chunk_aad(&self.header, f.version, last, count),
-                &f.ciphertext,
-            )
-            .ok_or_else(|| f.not_authentic())?;
-        self.plain = plain;
+            .open_in_place(self.framing.index, &aad, &mut self.plain)
+        {
+            return Err(self.framing.not_authentic());
+        }
         self.pos = 0;
         self.chunk_left = count;
         self.framing.index += 1;

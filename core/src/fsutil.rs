@@ -242,3 +242,28 @@ pub fn read_small_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     file.take(max).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
+
+/// Flushes the file at `path` to disk on a helper thread, waiting for it in short steps so that
+/// `cancelled` ends the wait at once (`Err(Interrupted)`; the flush then finishes unobserved).
+/// A flush of a large file that the page cache holds can take a second; a cancel cannot.
+pub fn sync_file_cancellable(path: &Path, cancelled: &dyn Fn() -> bool) -> io::Result<()> {
+    let file = File::open(path)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("wmlicense-fsync".into())
+        .spawn(move || {
+            let _ = tx.send(file.sync_all());
+        })?;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(5)) {
+            Ok(r) => return r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if cancelled() => {
+                return Err(io::Error::from(io::ErrorKind::Interrupted))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(io::Error::other("the flush thread stopped"))
+            }
+        }
+    }
+}

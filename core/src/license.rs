@@ -49,17 +49,32 @@ pub fn validate_key_id(key_id: &[u8]) -> Result<()> {
     Ok(())
 }
 
-impl License {
+/// A license whose bytes live elsewhere (a database row, a decrypted chunk, a batch): what the
+/// backup and restore streams handle, without allocating per license. In the store's rows and
+/// in batches bound for the store, `content_key` is the *sealed* content key.
+#[derive(Clone, Copy, Debug)]
+pub struct LicenseRef<'a> {
+    pub key_id: &'a [u8],
+    pub content_key: &'a [u8],
+    pub title: Option<&'a str>,
+    pub rights: u32,
+    pub play_count: i32,
+    pub begin_date: i64,
+    pub expiration_date: i64,
+    pub issued_at: i64,
+}
+
+impl LicenseRef<'_> {
     /// Checks every field against the contract; the first violation is reported.
     pub fn validate(&self) -> Result<()> {
-        validate_key_id(&self.key_id)?;
+        validate_key_id(self.key_id)?;
         if self.content_key.is_empty() || self.content_key.len() > CONTENT_KEY_MAX {
             return Err(Error::InvalidArg(format!(
                 "content key is {} bytes; it must be 1 to {CONTENT_KEY_MAX} bytes",
                 self.content_key.len()
             )));
         }
-        if let Some(title) = &self.title {
+        if let Some(title) = self.title {
             if title.len() > TITLE_MAX {
                 return Err(Error::InvalidArg(format!(
                     "title is {} bytes; at most {TITLE_MAX} are allowed",
@@ -102,6 +117,48 @@ impl License {
 
     pub fn may_back_up(&self) -> bool {
         self.rights & RIGHT_BACKUP != 0
+    }
+
+    pub fn to_license(&self) -> License {
+        License {
+            key_id: self.key_id.to_vec(),
+            content_key: self.content_key.to_vec(),
+            title: self.title.map(str::to_owned),
+            rights: self.rights,
+            play_count: self.play_count,
+            begin_date: self.begin_date,
+            expiration_date: self.expiration_date,
+            issued_at: self.issued_at,
+        }
+    }
+}
+
+impl License {
+    pub fn as_ref(&self) -> LicenseRef<'_> {
+        LicenseRef {
+            key_id: &self.key_id,
+            content_key: &self.content_key,
+            title: self.title.as_deref(),
+            rights: self.rights,
+            play_count: self.play_count,
+            begin_date: self.begin_date,
+            expiration_date: self.expiration_date,
+            issued_at: self.issued_at,
+        }
+    }
+
+    /// Checks every field against the contract; the first violation is reported.
+    pub fn validate(&self) -> Result<()> {
+        self.as_ref().validate()
+    }
+
+    /// A license whose expiration date has passed at `now` (unix seconds).
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.as_ref().is_expired(now)
+    }
+
+    pub fn may_back_up(&self) -> bool {
+        self.as_ref().may_back_up()
     }
 }
 

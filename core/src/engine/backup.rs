@@ -3,12 +3,13 @@
 //! backup as it was and nothing that could be taken for a backup.
 
 use super::cancel::ProgressClock;
+use super::pipeline;
 use super::{BackupJob, Cancel, Counters, Event, Reporter};
 use crate::crypto::{self, SealedKey};
 use crate::error::{Error, Result};
 use crate::format::{BackupWriter, Header, BACKUP_FILE, DEFAULT_CHUNK_SIZE, MAX_LINEAGES, VERSION};
 use crate::fsutil::{self, FileLock};
-use crate::license::unix_now;
+use crate::license::{unix_now, LicenseRef};
 use crate::store::Store;
 use crate::sync::lock;
 use once_cell::sync::Lazy;
@@ -179,12 +180,11 @@ pub fn backup(
         |e: &std::io::Error| Error::io("cannot write the backup", e, Error::BackupRestore);
 
     let file = store.read_snapshot(|snap| {
-        let (total, backed_up) = snap.counts()?;
+        let (total, backed_up, mut lineages) = snap.backup_summary()?;
         c.total = total;
         let data_key: [u8; 32] = crypto::random_array()?;
         // Every license keeps its own lineage: the header lists them all (ascending), each
         // record names its own by index.
-        let mut lineages = snap.backup_lineages()?;
         if lineages.is_empty() {
             lineages.push(lineage_id);
         }
@@ -210,35 +210,71 @@ pub fn backup(
             },
         };
         header.seal_data_key(&key.public_key, &data_key)?;
-        let mut writer = BackupWriter::new(
+        let writer = BackupWriter::new(
             BufWriter::with_capacity(256 * 1024, file),
             &header,
             &data_key,
         )?;
         c.streaming = true;
-        let mut clock = ProgressClock::new();
-        snap.for_each_with_lineage(|l, lineage| {
-            clock.tick(rep, cancel, c)?;
-            if l.may_back_up() {
-                let index = header.lineages.binary_search(lineage).map_err(|_| {
-                    Error::Internal("a license's lineage is missing from the backup header".into())
-                })?;
-                writer.push(l, index as u16)?;
-                c.processed += 1;
-            } else {
-                c.skipped += 1;
-                rep.event(
-                    Event::Restricted {
-                        key_id: &l.key_id,
-                        title: l.title.as_deref(),
-                    },
-                    c,
-                );
-            }
-            Ok(true)
-        })?;
+        let sealer = snap.sealer();
+        let stop = cancel.clone();
+        // This thread steps through the snapshot (SQLite); a helper opens the content keys,
+        // seals the chunks and writes the file.
+        let ((), out) = pipeline::consume_on_helper(
+            |feed| {
+                let mut clock = ProgressClock::new();
+                snap.for_each_sealed(|l, lineage| {
+                    clock.tick(rep, cancel, c)?;
+                    if l.may_back_up() {
+                        let index = header.lineages.binary_search(lineage).map_err(|_| {
+                            Error::Internal(
+                                "a license's lineage is missing from the backup header".into(),
+                            )
+                        })?;
+                        let batch = feed.batch();
+                        batch.push_with(l, index as u16, |out| {
+                            out.extend_from_slice(l.content_key);
+                            Ok(())
+                        })?;
+                        if batch.is_full() {
+                            feed.ship()?;
+                        }
+                        c.processed += 1;
+                    } else {
+                        c.skipped += 1;
+                        rep.event(
+                            Event::Restricted {
+                                key_id: l.key_id,
+                                title: l.title,
+                            },
+                            c,
+                        );
+                    }
+                    Ok(true)
+                })
+            },
+            move |drain| {
+                let mut writer = writer;
+                let mut key = Vec::with_capacity(64);
+                while let Some(batch) = drain.next()? {
+                    stop.check()?;
+                    for (l, lineage) in batch.iter() {
+                        key.clear();
+                        sealer.open_into(l.key_id, l.content_key, &mut key)?;
+                        writer.push_ref(
+                            &LicenseRef {
+                                content_key: &key,
+                                ..l
+                            },
+                            lineage,
+                        )?;
+                    }
+                    drain.recycle(batch);
+                }
+                writer.finish()
+            },
+        )?;
         cancel.check()?;
-        let out = writer.finish()?;
         out.into_inner().map_err(|e| write_failed(e.error()))
     })?;
     file.sync_all().map_err(|e| write_failed(&e))?;

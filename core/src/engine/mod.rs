@@ -10,6 +10,7 @@
 mod backup;
 mod cancel;
 mod install;
+mod pipeline;
 mod release;
 mod restore;
 

@@ -4,13 +4,15 @@
 use super::backup::BackupDirLock;
 use super::cancel::ProgressClock;
 use super::install::{self, Staging};
+use super::pipeline::{self, Feed};
 use super::{backup_file_of, Cancel, Counters, Event, Reporter, RestoreJob};
 use crate::crypto;
+use crate::crypto::SecretSealer;
 use crate::error::{Error, Result};
 use crate::format::{self, BackupReader, BackupVerifier};
 use crate::fsutil;
 use crate::identity::{DeviceIdentity, PendingIdentity};
-use crate::license::{unix_now, License};
+use crate::license::unix_now;
 use crate::service::{Grant, GrantRequest};
 use crate::store::{ImportMode, Store};
 use std::fs::File;
@@ -190,22 +192,17 @@ pub fn restore(
     // The service opened the data key with the header as associated data: from here on the
     // header's count is authenticated and may be reported.
     c.total = header.license_count;
-    let mut stream = RestoreStream {
-        reader: BackupReader::new(input, &header, &data_key).with_interrupt(interrupt),
-        rep,
-        cancel,
-        counters: c,
-        clock: ProgressClock::new(),
-        now: unix_now(),
-    };
+    let reader = BackupReader::new(input, &header, &data_key).with_interrupt(interrupt);
     match target {
-        Target::Existing(mut store) => stream.import_into(&mut store)?,
+        Target::Existing(mut store) => import(reader, &mut store, rep, cancel, c)?,
         Target::New { mut store, staging } => {
-            stream.import_into(&mut store)?;
+            // Nobody sees the staging store: it fills without a journal and is flushed once.
+            store.begin_bulk_load()?;
+            import(reader, &mut store, rep, cancel, c)?;
             // The new store exists only once installed: until then a cancel still discards
-            // it. The checkpoint (the slow part of closing a large store) is interruptible.
+            // it. The flush (the slow part of finishing a large store) ends at a cancel.
             cancel.check()?;
-            store.checkpoint()?;
+            store.end_bulk_load(&|| cancel.is_set())?;
             cancel.check()?;
             drop(store);
             install::install_staged_store(staging, &store_dir, &|| cancel.is_set())?;
@@ -216,38 +213,64 @@ pub fn restore(
     Ok(())
 }
 
-/// The licenses of an authenticated backup flowing into a store.
-struct RestoreStream<'a> {
-    reader: BackupReader<BufReader<File>>,
-    rep: &'a mut dyn Reporter,
-    cancel: &'a Cancel,
-    counters: &'a mut Counters,
-    clock: ProgressClock,
-    now: i64,
-}
-
-impl RestoreStream<'_> {
-    /// Applies the restore rules to every license: expired ones are skipped, `write` decides
-    /// whether a newer copy already in the store wins.
-    fn run(&mut self, mut write: impl FnMut(&License, &[u8; 16]) -> Result<bool>) -> Result<()> {
-        self.counters.streaming = true;
-        while let Some((l, lineage)) = self.reader.next_entry()? {
-            if l.is_expired(self.now) || !write(&l, &lineage)? {
-                self.counters.skipped += 1;
-            } else {
-                self.counters.processed += 1;
+/// Imports every license of an authenticated backup into `store`, each with its own lineage, in
+/// one transaction. A helper thread reads, authenticates and decrypts the chunks and seals each
+/// content key for the store; this thread writes the rows. Expired licenses are skipped, and a
+/// newer copy already in the store wins. The transaction commits only after every chunk
+/// authenticated and the count matched.
+fn import(
+    mut reader: BackupReader<BufReader<File>>,
+    store: &mut Store,
+    rep: &mut dyn Reporter,
+    cancel: &Cancel,
+    c: &mut Counters,
+) -> Result<()> {
+    let sealer = SecretSealer::new(&store.identity().storage_key)?;
+    let lineages = reader.lineages().to_vec();
+    let now = unix_now();
+    let stop = cancel.clone();
+    let produce = |feed: &mut Feed| -> Result<()> {
+        while let Some((l, lineage)) = reader.next_ref()? {
+            let batch = feed.batch();
+            if l.is_expired(now) {
+                batch.dropped += 1;
+                continue;
             }
-            self.clock.tick(self.rep, self.cancel, self.counters)?;
+            let index = lineages.binary_search(&lineage).map_err(|_| {
+                Error::Internal("a license's lineage is missing from the backup header".into())
+            })?;
+            batch.push_with(&l, index as u16, |out| {
+                sealer.seal_into(l.key_id, l.content_key, out)
+            })?;
+            if batch.is_full() {
+                if stop.is_set() {
+                    return Err(Error::Canceled);
+                }
+                feed.ship()?;
+            }
         }
+        Ok(())
+    };
+    c.streaming = true;
+    let cancelled = cancel.clone();
+    store.import(ImportMode::Write, &move || cancelled.is_set(), |imp| {
+        let mut clock = ProgressClock::new();
+        pipeline::produce_on_helper(produce, |drain| {
+            while let Some(batch) = drain.next()? {
+                for (l, index) in batch.iter() {
+                    if imp.put_sealed_if_newer(&l, &lineages[index as usize])? {
+                        c.processed += 1;
+                    } else {
+                        c.skipped += 1;
+                    }
+                    clock.tick(rep, cancel, c)?;
+                }
+                c.skipped += batch.dropped;
+                drain.recycle(batch);
+            }
+            Ok(())
+        })?;
         // Every chunk authenticated and the count matched: only now may an import commit.
-        self.cancel.check()
-    }
-
-    /// Imports every license with its own lineage.
-    fn import_into(&mut self, store: &mut Store) -> Result<()> {
-        let cancel = self.cancel.clone();
-        store.import(ImportMode::Write, &move || cancel.is_set(), |imp| {
-            self.run(|l, lineage| imp.put_if_newer(l, lineage))
-        })
-    }
+        cancel.check()
+    })
 }
