@@ -669,11 +669,6 @@ impl<R: Read> BackupReader<R> {
         self
     }
 
-    /// The lineages records may name (version 1: the header's one), in ascending order.
-    pub fn lineages(&self) -> &[[u8; 16]] {
-        &self.lineages
-    }
-
     /// The next license, without its lineage.
     pub fn next_license(&mut self) -> Result<Option<License>> {
         Ok(self.next_entry()?.map(|(l, _)| l))

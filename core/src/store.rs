@@ -303,6 +303,44 @@ impl Store {
         Ok(r)
     }
 
+    /// Starts read transactions on this store's connection and on `twin`'s (another `Store` of
+    /// the same directory) that see the same state, so that one snapshot can be read on two
+    /// threads at once: a third connection holds the write lock while they start, so that no
+    /// commit falls between them. Waits for a writer at work, and ends that wait as soon as
+    /// `cancelled` says so. [`Store::current_snapshot`] reads; [`Store::end_read`] ends.
+    pub fn begin_twin_reads(&self, twin: &Store, cancelled: &dyn Fn() -> bool) -> Result<()> {
+        let lock = db::open_wal(&self.dir.join(DB_FILE))?;
+        begin_cancellable(&lock, "BEGIN IMMEDIATE", cancelled)?;
+        let started = [&self.conn, &twin.conn].iter().try_for_each(|c| {
+            c.execute_batch("BEGIN DEFERRED")?;
+            // A read transaction takes its snapshot at its first read.
+            c.query_row("SELECT COUNT(*) FROM meta", [], |_| Ok(()))
+        });
+        let _ = lock.execute_batch("ROLLBACK");
+        if started.is_err() {
+            for c in [&self.conn, &twin.conn] {
+                if !c.is_autocommit() {
+                    let _ = c.execute_batch("ROLLBACK");
+                }
+            }
+        }
+        Ok(started?)
+    }
+
+    /// The snapshot of the read transaction [`Store::begin_twin_reads`] started.
+    pub fn current_snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            conn: &self.conn,
+            sealer: &self.sealer,
+            own_lineage: self.lineage_id,
+        }
+    }
+
+    /// Ends the read transaction [`Store::begin_twin_reads`] started.
+    pub fn end_read(&self) -> Result<()> {
+        Ok(self.conn.execute_batch("COMMIT")?)
+    }
+
     /// Offers licenses to the store inside one transaction that `f` fills. `Write` commits when
     /// `f` returns `Ok` and rolls everything back on an error; `CheckOnly` reads only (no write
     /// lock) and tells what a write would do. Waiting for another writer's lock ends as soon as
@@ -342,32 +380,35 @@ impl Store {
         Ok(r)
     }
 
-    /// Runs `begin`, waiting for another connection's lock in short steps so that `cancelled`
-    /// can end the wait; gives up after the busy timeout like any other statement.
     fn begin_cancellable(&self, begin: &str, cancelled: &dyn Fn() -> bool) -> Result<()> {
-        self.conn.busy_timeout(Duration::from_millis(25))?;
-        let deadline = Instant::now() + db::BUSY_TIMEOUT;
-        let result = loop {
-            match self.conn.execute_batch(begin) {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy =>
-                {
-                    if cancelled() {
-                        break Err(Error::Canceled);
-                    }
-                    if Instant::now() >= deadline {
-                        break Err(Error::Store(
-                            "another connection has held the store's write lock for too long"
-                                .into(),
-                        ));
-                    }
-                }
-                other => break other.map_err(Error::from),
-            }
-        };
-        self.conn.busy_timeout(db::BUSY_TIMEOUT)?;
-        result
+        begin_cancellable(&self.conn, begin, cancelled)
     }
+}
+
+/// Runs `begin` on `conn`, waiting for another connection's lock in short steps so that
+/// `cancelled` can end the wait; gives up after the busy timeout like any other statement.
+fn begin_cancellable(conn: &Connection, begin: &str, cancelled: &dyn Fn() -> bool) -> Result<()> {
+    conn.busy_timeout(Duration::from_millis(25))?;
+    let deadline = Instant::now() + db::BUSY_TIMEOUT;
+    let result = loop {
+        match conn.execute_batch(begin) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                if cancelled() {
+                    break Err(Error::Canceled);
+                }
+                if Instant::now() >= deadline {
+                    break Err(Error::Store(
+                        "another connection has held the store's write lock for too long".into(),
+                    ));
+                }
+            }
+            other => break other.map_err(Error::from),
+        }
+    };
+    conn.busy_timeout(db::BUSY_TIMEOUT)?;
+    result
 }
 
 /// Whether an import writes (restore) or only checks (WM_RESTORE_VERIFY_ONLY).
@@ -863,6 +904,44 @@ mod tests {
         }
         assert_eq!(user_version(&dir), 2);
         assert_eq!(sealed_keys(&dir), before);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn twin_reads_see_one_snapshot_and_wait_for_a_writer() {
+        let dir = temp_dir();
+        let mut writer = Store::open(&dir).unwrap();
+        writer
+            .put_many(&(1..=10u8).map(license).collect::<Vec<_>>())
+            .unwrap();
+        let (a, b) = (
+            Store::open_existing(&dir).unwrap(),
+            Store::open_existing(&dir).unwrap(),
+        );
+        let count = |s: &Store| s.current_snapshot().backup_summary().unwrap().0;
+        a.begin_twin_reads(&b, &|| false).unwrap();
+        // Writers are not held up by the readers once both have started.
+        writer.put(&license(11)).unwrap();
+        assert_eq!((count(&a), count(&b)), (10, 10));
+        a.end_read().unwrap();
+        b.end_read().unwrap();
+        assert_eq!(count(&a), 11);
+
+        // A writer at work: the twins wait for it, and a cancel ends the wait.
+        let holder = Connection::open(dir.join(DB_FILE)).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(150);
+        match a.begin_twin_reads(&b, &|| Instant::now() >= deadline) {
+            Err(Error::Canceled) => {}
+            other => panic!("expected Canceled, got {other:?}"),
+        }
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert!(a.conn.is_autocommit() && b.conn.is_autocommit());
+        holder.execute_batch("ROLLBACK").unwrap();
+        a.begin_twin_reads(&b, &|| false).unwrap();
+        a.end_read().unwrap();
+        b.end_read().unwrap();
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -3,7 +3,7 @@
 //! backup as it was and nothing that could be taken for a backup.
 
 use super::cancel::ProgressClock;
-use super::pipeline;
+use super::pipeline::{self, Feed};
 use super::{BackupJob, Cancel, Counters, Event, Reporter};
 use crate::crypto::{self, SealedKey};
 use crate::error::{Error, Result};
@@ -156,8 +156,14 @@ pub fn backup(
     let dir_lock = BackupDirLock::acquire(&job.backup_dir)?;
     dir_lock.sweep_dead_writers();
     let target = job.refuse_existing_backup()?;
-    let mut store = open_source_store(&job.places.store_dir()?)?;
+    // Two connections read one snapshot: a helper thread steps through the licenses on one
+    // while this thread counts them for the header on the other, then opens the content keys,
+    // seals the chunks and writes the file.
+    let store_dir = job.places.store_dir()?;
+    let store = open_source_store(&store_dir)?;
     cancel.watch(&store)?;
+    let twin = open_source_store(&store_dir)?;
+    cancel.watch(&twin)?;
     let key = job.places.backup_key(rep, cancel, c)?;
     cancel.check()?;
 
@@ -179,7 +185,26 @@ pub fn backup(
     let write_failed =
         |e: &std::io::Error| Error::io("cannot write the backup", e, Error::BackupRestore);
 
-    let file = store.read_snapshot(|snap| {
+    store.begin_twin_reads(&twin, &|| cancel.is_set())?;
+    let stop = cancel.clone();
+    let scan = move |feed: &mut Feed| -> Result<()> {
+        twin.current_snapshot().for_each_sealed(|l, lineage| {
+            let batch = feed.batch();
+            let index = batch.lineage_index(lineage);
+            batch.push_with(l, index, |out| {
+                out.extend_from_slice(l.content_key);
+                Ok(())
+            })?;
+            if batch.is_full() {
+                stop.check()?;
+                feed.ship()?;
+            }
+            Ok(true)
+        })?;
+        twin.end_read()
+    };
+    let snap = store.current_snapshot();
+    let ((), out) = pipeline::produce_on_helper(scan, |drain| {
         let (total, backed_up, mut lineages) = snap.backup_summary()?;
         c.total = total;
         let data_key: [u8; 32] = crypto::random_array()?;
@@ -210,73 +235,56 @@ pub fn backup(
             },
         };
         header.seal_data_key(&key.public_key, &data_key)?;
-        let writer = BackupWriter::new(
+        let mut writer = BackupWriter::new(
             BufWriter::with_capacity(256 * 1024, file),
             &header,
             &data_key,
         )?;
         c.streaming = true;
-        let sealer = snap.sealer();
-        let stop = cancel.clone();
-        // This thread steps through the snapshot (SQLite); a helper opens the content keys,
-        // seals the chunks and writes the file.
-        let ((), out) = pipeline::consume_on_helper(
-            |feed| {
-                let mut clock = ProgressClock::new();
-                snap.for_each_sealed(|l, lineage| {
-                    clock.tick(rep, cancel, c)?;
-                    if l.may_back_up() {
-                        let index = header.lineages.binary_search(lineage).map_err(|_| {
-                            Error::Internal(
-                                "a license's lineage is missing from the backup header".into(),
-                            )
-                        })?;
-                        let batch = feed.batch();
-                        batch.push_with(l, index as u16, |out| {
-                            out.extend_from_slice(l.content_key);
-                            Ok(())
-                        })?;
-                        if batch.is_full() {
-                            feed.ship()?;
-                        }
-                        c.processed += 1;
-                    } else {
-                        c.skipped += 1;
-                        rep.event(
-                            Event::Restricted {
-                                key_id: l.key_id,
-                                title: l.title,
-                            },
-                            c,
-                        );
-                    }
-                    Ok(true)
-                })
-            },
-            move |drain| {
-                let mut writer = writer;
-                let mut key = Vec::with_capacity(64);
-                while let Some(batch) = drain.next()? {
-                    stop.check()?;
-                    for (l, lineage) in batch.iter() {
-                        key.clear();
-                        sealer.open_into(l.key_id, l.content_key, &mut key)?;
-                        writer.push_ref(
-                            &LicenseRef {
-                                content_key: &key,
-                                ..l
-                            },
-                            lineage,
-                        )?;
-                    }
-                    drain.recycle(batch);
+        let mut clock = ProgressClock::new();
+        let mut content_key = Vec::with_capacity(64);
+        while let Some(batch) = drain.next()? {
+            for (l, index) in batch.iter() {
+                clock.tick(rep, cancel, c)?;
+                if !l.may_back_up() {
+                    c.skipped += 1;
+                    rep.event(
+                        Event::Restricted {
+                            key_id: l.key_id,
+                            title: l.title,
+                        },
+                        c,
+                    );
+                    continue;
                 }
-                writer.finish()
-            },
-        )?;
+                // Both connections read the same snapshot: every lineage is in the header.
+                let lineage = header
+                    .lineages
+                    .binary_search(batch.lineage(index))
+                    .map_err(|_| {
+                        Error::Internal(
+                            "a license's lineage is missing from the backup header".into(),
+                        )
+                    })?;
+                content_key.clear();
+                snap.sealer()
+                    .open_into(l.key_id, l.content_key, &mut content_key)?;
+                writer.push_ref(
+                    &LicenseRef {
+                        content_key: &content_key,
+                        ..l
+                    },
+                    lineage as u16,
+                )?;
+                c.processed += 1;
+            }
+            drain.recycle(batch);
+        }
         cancel.check()?;
-        out.into_inner().map_err(|e| write_failed(e.error()))
+        writer.finish()
     })?;
+    store.end_read()?;
+    let file = out.into_inner().map_err(|e| write_failed(e.error()))?;
     file.sync_all().map_err(|e| write_failed(&e))?;
     drop(file);
     // Moving the file into place is the commit point: up to here a cancel leaves the previous

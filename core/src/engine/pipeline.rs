@@ -16,12 +16,13 @@ pub const BATCH_ROWS: usize = 2048;
 /// Batches in flight; the producer blocks when the consumer is this far behind.
 const IN_FLIGHT: usize = 4;
 
-/// Licenses copied into one buffer, each with a lineage index. Which content key a batch holds
-/// (sealed or plain) is up to its producer.
+/// Licenses copied into one buffer, each with its lineage (an index into the batch's own
+/// table). Which content key a batch holds (sealed or plain) is up to its producer.
 #[derive(Default)]
 pub struct LicenseBatch {
     bytes: Vec<u8>,
     entries: Vec<Entry>,
+    lineages: Vec<[u8; 16]>,
     /// Licenses the producer read and left out (a restore's expired ones).
     pub dropped: u64,
 }
@@ -75,6 +76,21 @@ impl LicenseBatch {
         Ok(())
     }
 
+    /// The index of `lineage` in this batch's table (added if new), for [`LicenseBatch::push_with`].
+    pub fn lineage_index(&mut self, lineage: &[u8; 16]) -> u16 {
+        // Licenses in a row mostly share a lineage: the last one added is checked first.
+        if let Some(i) = self.lineages.iter().rposition(|l| l == lineage) {
+            return i as u16;
+        }
+        self.lineages.push(*lineage);
+        (self.lineages.len() - 1) as u16
+    }
+
+    /// The lineage a license's index names.
+    pub fn lineage(&self, index: u16) -> &[u8; 16] {
+        &self.lineages[index as usize]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -86,10 +102,12 @@ impl LicenseBatch {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.entries.clear();
+        self.lineages.clear();
         self.dropped = 0;
     }
 
-    /// The licenses, in the order they were pushed, with their lineage indexes.
+    /// The licenses, in the order they were pushed, with their lineage indexes (see
+    /// [`LicenseBatch::lineage`]).
     pub fn iter(&self) -> impl Iterator<Item = (LicenseRef<'_>, u16)> {
         let b = &self.bytes[..];
         let at = move |r: &Range<u32>| &b[r.start as usize..r.end as usize];
@@ -98,11 +116,11 @@ impl LicenseBatch {
                 LicenseRef {
                     key_id: at(&e.key_id),
                     content_key: at(&e.content_key),
-                    // Pushed as a str: always UTF-8.
+                    // SAFETY: the bytes were pushed as a `str` (push_with), so they are UTF-8.
                     title: e
                         .title
                         .as_ref()
-                        .map(|r| std::str::from_utf8(at(r)).unwrap_or_default()),
+                        .map(|r| unsafe { std::str::from_utf8_unchecked(at(r)) }),
                     rights: e.rights,
                     play_count: e.play_count,
                     begin_date: e.begin_date,
@@ -225,7 +243,8 @@ fn spawn_failed(e: std::io::Error) -> Error {
 }
 
 /// Runs `produce` on a helper thread and `consume` on this one, batches flowing from the first
-/// to the second. The first error wins: when one end fails, the other stops at its next
+/// to the second (the calling thread keeps what cannot move: a restore's write transaction, a
+/// backup's events). The first error wins: when one end fails, the other stops at its next
 /// handover, and its "stopped" error is not the one reported.
 pub fn produce_on_helper<P: Send, C>(
     produce: impl FnOnce(&mut Feed) -> Result<P> + Send,
@@ -239,22 +258,6 @@ pub fn produce_on_helper<P: Send, C>(
             .map_err(spawn_failed)?;
         let c = consuming(drain, consume);
         finish(helper_failed(helper.join()), c)
-    })
-}
-
-/// Runs `consume` on a helper thread and `produce` on this one (see [`produce_on_helper`]).
-pub fn consume_on_helper<P, C: Send>(
-    produce: impl FnOnce(&mut Feed) -> Result<P>,
-    consume: impl FnOnce(&mut Drain) -> Result<C> + Send,
-) -> Result<(P, C)> {
-    let (feed, drain) = channels();
-    std::thread::scope(|scope| {
-        let helper = std::thread::Builder::new()
-            .name("wmlicense-pipe".into())
-            .spawn_scoped(scope, move || consuming(drain, consume))
-            .map_err(spawn_failed)?;
-        let p = producing(feed, produce);
-        finish(p, helper_failed(helper.join()))
     })
 }
 
@@ -291,7 +294,8 @@ mod tests {
                 }
                 let key = i.to_le_bytes();
                 let batch = feed.batch();
-                batch.push_with(&lic(i, &key), (i % 7) as u16, |out| {
+                let lineage = batch.lineage_index(&[(i % 7) as u8; 16]);
+                batch.push_with(&lic(i, &key), lineage, |out| {
                     out.extend_from_slice(&key);
                     Ok(())
                 })?;
@@ -311,7 +315,7 @@ mod tests {
                     assert_eq!(l.key_id, seen.to_le_bytes());
                     assert_eq!(l.issued_at, seen as i64);
                     assert_eq!(l.title.is_some(), seen % 2 == 0);
-                    assert_eq!(lineage, (seen % 7) as u16);
+                    assert_eq!(batch.lineage(lineage), &[(seen % 7) as u8; 16]);
                     seen += 1;
                     if Some(seen) == fail_after {
                         return Err(Error::BackupRestore("the consumer failed".into()));
@@ -324,33 +328,19 @@ mod tests {
     }
 
     #[test]
-    fn every_license_arrives_in_order_either_way_round() {
-        let n = BATCH_ROWS as u32 * 5 + 17;
-        assert_eq!(
-            produce_on_helper(produce(n, None), consume(None)).unwrap(),
-            (n, n)
-        );
-        assert_eq!(
-            consume_on_helper(produce(n, None), consume(None)).unwrap(),
-            (n, n)
-        );
-        assert_eq!(
-            consume_on_helper(produce(0, None), consume(None)).unwrap(),
-            (0, 0)
-        );
+    fn every_license_arrives_in_order() {
+        for n in [0, 1, BATCH_ROWS as u32, BATCH_ROWS as u32 * 5 + 17] {
+            let (produced, consumed) = produce_on_helper(produce(n, None), consume(None)).unwrap();
+            assert_eq!((produced, consumed), (n, n));
+        }
     }
 
     #[test]
     fn a_failing_producer_never_looks_like_a_finished_stream() {
         for at in [0, 5, BATCH_ROWS as u32 * 3 + 1] {
-            for r in [
-                produce_on_helper(produce(1 << 20, Some(at)), consume(None)).map(drop),
-                consume_on_helper(produce(1 << 20, Some(at)), consume(None)).map(drop),
-            ] {
-                match r {
-                    Err(Error::Store(m)) => assert_eq!(m, "the producer failed"),
-                    other => panic!("{at}: {other:?}"),
-                }
+            match produce_on_helper(produce(1 << 20, Some(at)), consume(None)) {
+                Err(Error::Store(m)) => assert_eq!(m, "the producer failed"),
+                other => panic!("{at}: {other:?}"),
             }
         }
     }
@@ -358,14 +348,9 @@ mod tests {
     #[test]
     fn a_failing_consumer_stops_the_producer_and_its_error_is_reported() {
         for after in [1, BATCH_ROWS as u32 * 2 + 3] {
-            for r in [
-                produce_on_helper(produce(1 << 22, None), consume(Some(after))).map(drop),
-                consume_on_helper(produce(1 << 22, None), consume(Some(after))).map(drop),
-            ] {
-                match r {
-                    Err(Error::BackupRestore(m)) => assert_eq!(m, "the consumer failed"),
-                    other => panic!("{after}: {other:?}"),
-                }
+            match produce_on_helper(produce(1 << 22, None), consume(Some(after))) {
+                Err(Error::BackupRestore(m)) => assert_eq!(m, "the consumer failed"),
+                other => panic!("{after}: {other:?}"),
             }
         }
     }

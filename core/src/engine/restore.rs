@@ -226,7 +226,6 @@ fn import(
     c: &mut Counters,
 ) -> Result<()> {
     let sealer = SecretSealer::new(&store.identity().storage_key)?;
-    let lineages = reader.lineages().to_vec();
     let now = unix_now();
     let stop = cancel.clone();
     let produce = |feed: &mut Feed| -> Result<()> {
@@ -236,10 +235,8 @@ fn import(
                 batch.dropped += 1;
                 continue;
             }
-            let index = lineages.binary_search(&lineage).map_err(|_| {
-                Error::Internal("a license's lineage is missing from the backup header".into())
-            })?;
-            batch.push_with(&l, index as u16, |out| {
+            let index = batch.lineage_index(&lineage);
+            batch.push_with(&l, index, |out| {
                 sealer.seal_into(l.key_id, l.content_key, out)
             })?;
             if batch.is_full() {
@@ -258,7 +255,7 @@ fn import(
         pipeline::produce_on_helper(produce, |drain| {
             while let Some(batch) = drain.next()? {
                 for (l, index) in batch.iter() {
-                    if imp.put_sealed_if_newer(&l, &lineages[index as usize])? {
+                    if imp.put_sealed_if_newer(&l, batch.lineage(index))? {
                         c.processed += 1;
                     } else {
                         c.skipped += 1;
