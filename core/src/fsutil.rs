@@ -247,7 +247,8 @@ pub fn read_small_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 /// `cancelled` ends the wait at once (`Err(Interrupted)`; the flush then finishes unobserved).
 /// A flush of a large file that the page cache holds can take a second; a cancel cannot.
 pub fn sync_file_cancellable(path: &Path, cancelled: &dyn Fn() -> bool) -> io::Result<()> {
-    let file = File::open(path)?;
+    // Opened for writing: Windows flushes only a handle with write access.
+    let file = OpenOptions::new().write(true).open(path)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("wmlicense-fsync".into())
