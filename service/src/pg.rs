@@ -82,7 +82,8 @@ impl PgLedger {
             freed: Condvar::new(),
             max: max_connections.max(1),
         };
-        let mut c = ledger.connect()?;
+        // Taken like any other connection, so that it counts against the limit.
+        let mut c = ledger.take()?;
         let mut tx = c.client.transaction().map_err(pg_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_MIGRATE])
             .map_err(pg_err)?;
@@ -159,10 +160,31 @@ impl PgLedger {
     }
 
     fn with_client<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
-        let mut c = self.take()?;
-        let out = f(&mut c);
-        self.put_back(c);
-        out
+        let mut slot = Borrowed {
+            pool: self,
+            conn: Some(self.take()?),
+        };
+        f(slot.conn.as_mut().expect("taken above"))
+    }
+}
+
+/// A connection borrowed from the pool: given back when dropped, or, when a panic unwinds
+/// through the decision using it (it may be inside a transaction), closed and its slot freed.
+struct Borrowed<'a> {
+    pool: &'a PgLedger,
+    conn: Option<Conn>,
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        match self.conn.take() {
+            Some(c) if !std::thread::panicking() => self.pool.put_back(c),
+            _ => {
+                let mut g = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+                g.1 = g.1.saturating_sub(1);
+                self.pool.freed.notify_one();
+            }
+        }
     }
 }
 

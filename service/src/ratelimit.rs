@@ -21,6 +21,11 @@ impl RateLimiter {
         }
     }
 
+    /// Whether there is a limit at all.
+    pub fn enabled(&self) -> bool {
+        self.per_second > 0.0
+    }
+
     /// Takes a token for `key`; `Some(seconds)` to wait when there is none.
     pub fn check(&self, key: &[u8; 16]) -> Option<u64> {
         if self.per_second <= 0.0 {

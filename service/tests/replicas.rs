@@ -958,3 +958,154 @@ fn with_database_replaces_the_database_name() {
     );
     assert_eq!(with_database("postgres://h:1", "t_3"), "postgres://h:1/t_3");
 }
+
+/// Every decision on the PostgreSQL ledger, for a backup of two lineages: grants count the
+/// device for both (with the count after), the limit refuses, a dry run decides without
+/// recording, a retried request ID gets its first answer, a release frees both lineages (and
+/// its retry answers the same), a reset frees every slot once; the ledger's rows hold exactly
+/// what was decided (the request records and the audit lines).
+#[test]
+fn every_decision_on_postgresql() {
+    use wmlicense_core::identity::DeviceIdentity;
+    use wmlicense_core::service::{ReleaseRequest, ResetRequest};
+    let Some(server) = database_url("every_decision_on_postgresql") else {
+        return;
+    };
+    let db = TestDatabase::create(&server);
+    let cluster = start_replicas("decisions", &db, 1, limit(2));
+    let svc = NetworkService::new(cluster.url(0)).unwrap();
+    let key = service_key(cluster.url(0));
+    let (mut header, data_key) = sealed_header(&key);
+    let (a, b) = (header.lineage_id, random::<16>());
+    let mut lineages = vec![a, b];
+    lineages.sort();
+    header.lineages = lineages.clone();
+    header.seal_data_key(&key.public_key, &data_key).unwrap();
+    let devices: Vec<DeviceIdentity> = (0..3)
+        .map(|_| DeviceIdentity::generate().unwrap())
+        .collect();
+    let req = |d: &DeviceIdentity, dry_run: bool| GrantRequest {
+        request_id: random(),
+        header: header.clone(),
+        device_id: d.device_id,
+        device_public_key: d.keys.public,
+        dry_run,
+    };
+    let first = req(&devices[0], false);
+    for (i, r) in [first.clone(), req(&devices[1], false)].iter().enumerate() {
+        let reply = svc.grant(r, &never).unwrap();
+        assert_eq!((reply.devices.used, reply.devices.limit), (i as u32 + 1, 2));
+        let Grant::DataKey(sealed) = reply.grant else {
+            panic!("expected the data key")
+        };
+        assert_eq!(
+            r.open_grant(&devices[i].keys.secret, &sealed).unwrap(),
+            data_key
+        );
+    }
+    // The same request again: the same answer, counted once.
+    assert_eq!(svc.grant(&first, &never).unwrap().devices.used, 2);
+    // Device 0 again under a new request ID: counted already, granted for free.
+    assert_eq!(
+        svc.grant(&req(&devices[0], false), &never)
+            .unwrap()
+            .devices
+            .used,
+        2
+    );
+    let third = req(&devices[2], false);
+    assert!(matches!(
+        svc.grant(&third, &never),
+        Err(Error::RestoreFraud {
+            devices_used: 2,
+            device_limit: 2,
+            ..
+        })
+    ));
+    assert_eq!(
+        db.request_outcome(&third.request_id).as_deref(),
+        Some("refused")
+    );
+    let dry = req(&devices[2], true);
+    assert!(matches!(
+        svc.grant(&dry, &never),
+        Err(Error::RestoreFraud { .. })
+    ));
+    assert_eq!(db.request_outcome(&dry.request_id), None);
+    assert!(matches!(
+        svc.grant(&req(&devices[0], true), &never).unwrap().grant,
+        Grant::VerifyKey(_)
+    ));
+    for l in [&a, &b] {
+        assert_eq!(db.device_count(l), 2);
+    }
+    // Release device 0 from both lineages; the retry answers the same and frees nothing more.
+    let rel = ReleaseRequest::new(random(), &devices[0], &key).unwrap();
+    let reply = svc.release(&rel, &never).unwrap();
+    assert_eq!(
+        (reply.lineages.clone(), reply.devices.used),
+        (lineages.clone(), 1)
+    );
+    assert_eq!(svc.release(&rel, &never).unwrap().lineages, lineages);
+    assert_eq!(
+        svc.grant(&req(&devices[2], false), &never)
+            .unwrap()
+            .devices
+            .used,
+        2
+    );
+    // Reset: 2 devices freed in each lineage, once.
+    let reset = ResetRequest {
+        request_id: random(),
+        header: header.clone(),
+    };
+    assert_eq!(svc.reset(&reset, &never).unwrap().devices_freed, 4);
+    assert_eq!(svc.reset(&reset, &never).unwrap().devices_freed, 4);
+    let again = ResetRequest {
+        request_id: random(),
+        header: header.clone(),
+    };
+    assert!(matches!(
+        svc.reset(&again, &never),
+        Err(Error::TooManyResets(_))
+    ));
+    for l in [&a, &b] {
+        assert_eq!(db.device_count(l), 0);
+    }
+    // The audit lines, as written: one per lineage and decision (a refused reset: of the first
+    // lineage too soon).
+    let rows = db
+        .client()
+        .query(
+            "SELECT action, outcome, detail, device IS NULL, request_id IS NULL FROM audit
+             WHERE lineage_id = $1 ORDER BY id",
+            &[&&lineages[0][..]],
+        )
+        .unwrap();
+    let lines: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let want = [
+        ("grant", "granted"),
+        ("grant", "granted"),
+        ("grant", "granted"),
+        ("grant", "refused"),
+        ("dry-run", "refused"),
+        ("dry-run", "granted"),
+        ("release", "released"),
+        ("grant", "granted"),
+        ("reset", "reset"),
+        ("reset", "too-many-resets"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(x, y)| (x.to_string(), y.to_string()))
+        .collect();
+    assert_eq!(lines, want);
+    let detail: String = rows[0].get(2);
+    assert_eq!(
+        detail,
+        format!("0 of 2 devices before; backup {}", hex(&header.backup_id))
+    );
+    assert!(!rows[0].get::<_, bool>(3) && !rows[0].get::<_, bool>(4));
+    assert_eq!(rows[8].get::<_, String>(2), "2 devices freed");
+    assert!(rows[8].get::<_, bool>(3));
+}
