@@ -116,7 +116,7 @@ fn restore_into_the_default_store_of_a_fresh_data_dir() {
     let source_lineage = Store::open_existing(&source).unwrap().lineage_id();
     assert_ne!(restored.lineage_id(), source_lineage);
     let mut restored = restored;
-    let lineages = restored.read_snapshot(|s| s.backup_lineages()).unwrap();
+    let lineages = restored.read_snapshot(|s| s.backup_summary()).unwrap().2;
     assert_eq!(lineages, vec![source_lineage]);
     assert_ne!(
         restored.identity().device_id,

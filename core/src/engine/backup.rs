@@ -5,7 +5,7 @@
 use super::cancel::ProgressClock;
 use super::pipeline::{self, Feed};
 use super::{BackupJob, Cancel, Counters, Event, Reporter};
-use crate::crypto::{self, SealedKey};
+use crate::crypto::{self, SealedKey, SecretSealer};
 use crate::error::{Error, Result};
 use crate::format::{BackupWriter, Header, BACKUP_FILE, DEFAULT_CHUNK_SIZE, MAX_LINEAGES, VERSION};
 use crate::fsutil::{self, FileLock};
@@ -156,14 +156,8 @@ pub fn backup(
     let dir_lock = BackupDirLock::acquire(&job.backup_dir)?;
     dir_lock.sweep_dead_writers();
     let target = job.refuse_existing_backup()?;
-    // Two connections read one snapshot: a helper thread steps through the licenses on one
-    // while this thread counts them for the header on the other, then opens the content keys,
-    // seals the chunks and writes the file.
-    let store_dir = job.places.store_dir()?;
-    let store = open_source_store(&store_dir)?;
+    let store = open_source_store(&job.places.store_dir()?)?;
     cancel.watch(&store)?;
-    let twin = open_source_store(&store_dir)?;
-    cancel.watch(&twin)?;
     let key = job.places.backup_key(rep, cancel, c)?;
     cancel.check()?;
 
@@ -185,10 +179,15 @@ pub fn backup(
     let write_failed =
         |e: &std::io::Error| Error::io("cannot write the backup", e, Error::BackupRestore);
 
-    store.begin_twin_reads(&twin, &|| cancel.is_set())?;
+    // One snapshot: this thread reads the header's figures from it, then a helper thread steps
+    // through the licenses (SQLite) while this one opens the content keys, seals the chunks,
+    // writes the file and reports every event.
+    store.begin_read()?;
+    let (total, backed_up, mut lineages) = store.current_snapshot().backup_summary()?;
+    let sealer = SecretSealer::new(&store.identity().storage_key)?;
     let stop = cancel.clone();
     let scan = move |feed: &mut Feed| -> Result<()> {
-        twin.current_snapshot().for_each_sealed(|l, lineage| {
+        store.current_snapshot().for_each_sealed(|l, lineage| {
             let batch = feed.batch();
             let index = batch.lineage_index(lineage);
             batch.push_with(l, index, |out| {
@@ -201,11 +200,9 @@ pub fn backup(
             }
             Ok(true)
         })?;
-        twin.end_read()
+        store.end_read()
     };
-    let snap = store.current_snapshot();
     let ((), out) = pipeline::produce_on_helper(scan, |drain| {
-        let (total, backed_up, mut lineages) = snap.backup_summary()?;
         c.total = total;
         let data_key: [u8; 32] = crypto::random_array()?;
         // Every license keeps its own lineage: the header lists them all (ascending), each
@@ -257,7 +254,7 @@ pub fn backup(
                     );
                     continue;
                 }
-                // Both connections read the same snapshot: every lineage is in the header.
+                // The header's lineages come from the same snapshot: every one is there.
                 let lineage = header
                     .lineages
                     .binary_search(batch.lineage(index))
@@ -267,8 +264,7 @@ pub fn backup(
                         )
                     })?;
                 content_key.clear();
-                snap.sealer()
-                    .open_into(l.key_id, l.content_key, &mut content_key)?;
+                sealer.open_into(l.key_id, l.content_key, &mut content_key)?;
                 writer.push_ref(
                     &LicenseRef {
                         content_key: &content_key,
@@ -283,7 +279,6 @@ pub fn backup(
         cancel.check()?;
         writer.finish()
     })?;
-    store.end_read()?;
     let file = out.into_inner().map_err(|e| write_failed(e.error()))?;
     file.sync_all().map_err(|e| write_failed(&e))?;
     drop(file);
