@@ -233,7 +233,7 @@ pub fn backup(
         };
         header.seal_data_key(&key.public_key, &data_key)?;
         let mut writer = BackupWriter::new(
-            BufWriter::with_capacity(256 * 1024, file),
+            BufWriter::with_capacity(256 * 1024, fsutil::WritebackFile::new(file)),
             &header,
             &data_key,
         )?;
@@ -279,7 +279,10 @@ pub fn backup(
         cancel.check()?;
         writer.finish()
     })?;
-    let file = out.into_inner().map_err(|e| write_failed(e.error()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| write_failed(e.error()))?
+        .into_inner();
     file.sync_all().map_err(|e| write_failed(&e))?;
     drop(file);
     // Moving the file into place is the commit point: up to here a cancel leaves the previous
