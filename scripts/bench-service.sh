@@ -49,7 +49,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting PostgreSQL" >&2
-pg_url=$(bash scripts/pg.sh start "$pgdir")
+# Durable commits, as in production (the test command's throwaway server runs without fsync).
+pg_url=$(WMLICENSE_PG_FSYNC=on bash scripts/pg.sh start "$pgdir")
 pg_server=${pg_url%/*}
 psql_bin=""
 for d in /usr/lib/postgresql/*/bin; do

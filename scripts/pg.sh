@@ -9,7 +9,8 @@
 # USER is the OS user that ran initdb: as root the server runs as `postgres` (PostgreSQL refuses
 # to run as root; DIR is handed to that user), otherwise as whoever runs this script.
 # The binaries are the newest /usr/lib/postgresql/*/bin (Debian/Ubuntu), else initdb on PATH.
-# Only the URL goes to stdout; progress and errors go to stderr, the server's log to DIR/log.
+# It runs without fsync (a test's data need not survive a power loss) unless WMLICENSE_PG_FSYNC=on
+# (the service benchmark sets it). Only the URL goes to stdout; progress and errors go to stderr, the server's log to DIR/log.
 set -euo pipefail
 
 usage() {
@@ -81,7 +82,7 @@ start)
       continue
     fi
     if as_pg "$bin/pg_ctl" start -w -t 60 -D "$dir/data" -l "$dir/log" \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=${WMLICENSE_PG_FSYNC:-off}" \
       >/dev/null 2>&1; then
       started=$port
       break
