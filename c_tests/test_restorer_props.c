@@ -162,6 +162,8 @@ int main(void) {
   uint8_t buf[64];
   char nbuf[64];
 
+  /* The unreachable ServiceUrl below is retried until this runs out (default 30 s). */
+  setenv("WMLICENSE_SERVICE_TIMEOUT_MS", "1500", 1);
   wmr_fresh_home(home, sizeof home, "props");
   snprintf(src, sizeof src, "%s/store", home);
   snprintf(bdir, sizeof bdir, "%s/backup", home);
