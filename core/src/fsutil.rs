@@ -290,10 +290,6 @@ impl WritebackFile {
         }
     }
 
-    pub fn into_inner(self) -> File {
-        self.file
-    }
-
     fn start_writeback(&mut self) {
         #[cfg(target_os = "linux")]
         {

@@ -279,12 +279,16 @@ pub fn backup(
         cancel.check()?;
         writer.finish()
     })?;
-    let file = out
-        .into_inner()
-        .map_err(|e| write_failed(e.error()))?
-        .into_inner();
-    file.sync_all().map_err(|e| write_failed(&e))?;
-    drop(file);
+    drop(out.into_inner().map_err(|e| write_failed(e.error()))?);
+    // Flushing a large file can take a while: a cancel ends the wait (the flush finishes on its
+    // own, and the temporary file goes with this operation).
+    fsutil::sync_file_cancellable(&tmp.path, &|| cancel.is_set()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            Error::Canceled
+        } else {
+            write_failed(&e)
+        }
+    })?;
     // Moving the file into place is the commit point: up to here a cancel leaves the previous
     // backup in place.
     cancel.check()?;
