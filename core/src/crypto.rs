@@ -1,7 +1,7 @@
 //! Cryptographic building blocks: randomness, sealing secrets at rest, HPKE, chunk AEAD.
 //!
 //! Algorithms: X25519-HKDF-SHA256 / HKDF-SHA256 / ChaCha20-Poly1305 for HPKE (RFC 9180, base
-//! mode), AES-256-GCM for content keys at rest (XChaCha20-Poly1305 before store schema 3, read
+//! mode), ChaCha20-Poly1305 for content keys at rest (XChaCha20-Poly1305 before store schema 3, read
 //! once by the migration), ChaCha20-Poly1305 for backup chunks.
 
 use crate::error::{Error, Result};
@@ -212,11 +212,13 @@ pub fn service_key_id(public_key: &[u8; 32]) -> [u8; 16] {
     id
 }
 
-/// Seals short secrets (content keys) at rest with AES-256-GCM (ring: AES-NI and carry-less
-/// multiplication where the CPU has them, a constant-time fallback elsewhere). Chosen on
-/// measurements: sealing and opening a 16-byte key costs ~0.3 µs, against ~0.4 µs for ring's
-/// ChaCha20-Poly1305 and ~4.5 µs for the XChaCha20-Poly1305 of stores before schema 3, whose
-/// per-message key setup and Poly1305 set-up dominate such short messages.
+/// Seals short secrets (content keys) at rest with ChaCha20-Poly1305 (ring's assembly). Chosen on
+/// measurements (`cargo run --release -p wmlicense-core --example at_rest_ciphers`): sealing and
+/// opening a 16-byte key costs ~0.4 µs, against ~4.5 µs for the pure-Rust XChaCha20-Poly1305 of
+/// stores before schema 3, whose per-message key setup and Poly1305 set-up dominate such short
+/// messages. ring's AES-256-GCM is faster still (~0.3 µs) on CPUs with AES instructions, but
+/// falls back to a slower software path elsewhere, and memcheck cannot follow its short-input
+/// path (every sealed key looked undefined to it, and so did every page holding one).
 ///
 /// Sealed form: 12-byte nonce || ciphertext || 16-byte tag, with the key ID as associated data.
 /// Nonces are random 96-bit values from [`NonceStream`]: a store would have to seal about 2^48
@@ -231,7 +233,7 @@ const NONCE_LEN: usize = 12;
 
 impl SecretSealer {
     pub fn new(key: &[u8; KEY_LEN]) -> Result<SecretSealer> {
-        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+        let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, key)
             .map_err(|_| Error::Internal("cannot set up the at-rest cipher".into()))?;
         Ok(SecretSealer {
             key: ring::aead::LessSafeKey::new(key),
@@ -342,7 +344,7 @@ impl LegacySealer {
     }
 }
 
-/// Random 96-bit nonces, cheaply: AES-256 in counter mode (ring's AES-256-GCM sealing zeros)
+/// Random 96-bit nonces, cheaply: the ChaCha20 keystream (ring's ChaCha20-Poly1305 sealing zeros)
 /// under a key drawn from the operating system, in blocks of 85 nonces. A process forked from
 /// the one that drew the key draws a new one before its next nonce (the child and the parent
 /// would otherwise hand out the same nonces).
@@ -357,7 +359,7 @@ struct NonceStream {
 impl NonceStream {
     fn new() -> Result<NonceStream> {
         let key: [u8; KEY_LEN] = random_array()?;
-        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key)
+        let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &key)
             .map_err(|_| Error::Internal("cannot set up the nonce generator".into()))?;
         Ok(NonceStream {
             key: ring::aead::LessSafeKey::new(key),

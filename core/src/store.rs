@@ -33,8 +33,8 @@ const MIGRATIONS: &[&str] = &[
     // 1 -> 2: a license keeps the lineage of the store it was first put into (NULL: this
     // store's own lineage), so that any chain of backups and restores counts against it.
     "ALTER TABLE licenses ADD COLUMN lineage_id BLOB;",
-    // 2 -> 3: content keys are sealed with AES-256-GCM instead of XChaCha20-Poly1305 (15 times
-    // cheaper per key, see crypto::SecretSealer). No SQL: `reseal_content_keys` rewrites every
+    // 2 -> 3: content keys are sealed with ring's ChaCha20-Poly1305 (12-byte nonce) instead of
+    // XChaCha20-Poly1305 (10 times cheaper per key, see crypto::SecretSealer). No SQL: `reseal_content_keys` rewrites every
     // row, in the migration's transaction.
     "",
 ];
