@@ -441,13 +441,6 @@ impl ChunkCipher {
             .map_err(|_| Error::Internal("chunk encryption failed".into()))
     }
 
-    pub fn seal(&self, index: u64, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
-        buf.extend_from_slice(plaintext);
-        self.seal_in_place(index, aad, &mut buf)?;
-        Ok(buf)
-    }
-
     /// Authenticates and decrypts `buf` (ciphertext || tag) in place; on success `buf` holds
     /// the plaintext.
     pub fn open_in_place(&self, index: u64, aad: &[u8], buf: &mut Vec<u8>) -> bool {
@@ -462,11 +455,6 @@ impl ChunkCipher {
             }
             Err(_) => false,
         }
-    }
-
-    pub fn open(&self, index: u64, aad: &[u8], ciphertext: &[u8]) -> Option<Vec<u8>> {
-        let mut buf = ciphertext.to_vec();
-        self.open_in_place(index, aad, &mut buf).then_some(buf)
     }
 }
 
