@@ -216,9 +216,13 @@ typedef enum wm_status {
 } wm_status;
 
 /**
- * Which operation an event belongs to.
+ * Which operation an event (or a wm_result) belongs to.
  */
 typedef enum wm_operation {
+  /**
+   * No operation: a wm_result before any operation has finished on the restorer.
+   */
+  WM_OPERATION_NONE = 0,
   /**
    * wm_backup_restorer_backup.
    */
@@ -324,6 +328,46 @@ typedef struct wm_event {
  * process free to exit, instead of aborting it.
  */
 typedef void (*wm_status_callback)(const struct wm_event *event, void *context);
+
+/**
+ * The outcome of the last operation that finished on a restorer, without tracking events
+ * (wm_backup_restorer_last_result). Set `struct_size` to sizeof(wm_result) before the call;
+ * later versions only append fields.
+ */
+typedef struct wm_result {
+  /**
+   * Set by the caller: sizeof(wm_result) as the caller's header declares it.
+   */
+  uint32_t struct_size;
+  /**
+   * The operation that finished; WM_OPERATION_NONE (0) when none has finished yet.
+   */
+  enum wm_operation operation;
+  /**
+   * END's result code.
+   */
+  wm_hresult hr;
+  /**
+   * END's processed: licenses written (backup) or imported (restore).
+   */
+  uint64_t processed;
+  /**
+   * END's total: licenses in the operation.
+   */
+  uint64_t total;
+  /**
+   * END's skipped: restricted (backup), or kept-newer or expired (restore).
+   */
+  uint64_t skipped;
+  /**
+   * END's devices_used (restore, release): the service's count of the lineage's devices.
+   */
+  uint32_t devices_used;
+  /**
+   * END's device_limit (restore, release); 0 when unknown.
+   */
+  uint32_t device_limit;
+} wm_result;
 
 /**
  * A content license. In wm_license_store_put/put_many every pointer is read during the call
@@ -656,6 +700,18 @@ wm_hresult wm_backup_restorer_cancel_release(struct wm_backup_restorer *restorer
  * wait for itself).
  */
 wm_hresult wm_backup_restorer_wait(struct wm_backup_restorer *restorer, uint32_t timeout_ms);
+
+/**
+ * Writes the figures of the END of the last operation that finished on the restorer (while one
+ * runs: of the one before it) to `*out`. Inside END's callback they are that END's. With
+ * wm_backup_restorer_wait this is a complete synchronous use of the library: start, wait,
+ * read the result.
+ *
+ * Returns WM_S_OK; WM_S_FALSE with `operation` WM_OPERATION_NONE and every figure 0 when no
+ * operation has finished yet. Errors: WM_E_POINTER (out NULL), WM_E_HANDLE, WM_E_INVALIDARG
+ * (`out->struct_size` smaller than this version's wm_result).
+ */
+wm_hresult wm_backup_restorer_last_result(struct wm_backup_restorer *restorer, struct wm_result *out);
 
 /**
  * Returns a static English description of `hr` (never NULL; unknown codes get a generic text).

@@ -31,17 +31,29 @@ pub enum wm_status {
     WM_STATUS_BACKUPRESTORE_PROGRESS = 0x100,
 }
 
-/// Which operation an event belongs to.
+/// Which operation an event (or a wm_result) belongs to.
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum wm_operation {
+    /// No operation: a wm_result before any operation has finished on the restorer.
+    WM_OPERATION_NONE = 0,
     /// wm_backup_restorer_backup.
     WM_OPERATION_BACKUP = 1,
     /// wm_backup_restorer_restore.
     WM_OPERATION_RESTORE = 2,
     /// wm_backup_restorer_release.
     WM_OPERATION_RELEASE = 3,
+}
+
+impl wm_operation {
+    pub(crate) fn of(op: Operation) -> wm_operation {
+        match op {
+            Operation::Backup => wm_operation::WM_OPERATION_BACKUP,
+            Operation::Restore => wm_operation::WM_OPERATION_RESTORE,
+            Operation::Release => wm_operation::WM_OPERATION_RELEASE,
+        }
+    }
 }
 
 /// One event of a backup restorer. The event and every pointer in it are valid only during the
@@ -115,12 +127,8 @@ pub(crate) fn sink_for(
         let mut ev = wm_event {
             struct_size: std::mem::size_of::<wm_event>() as u32,
             status: wm_status::WM_STATUS_BACKUPRESTORE_BEGIN,
-            hr: WM_S_OK,
-            operation: match op {
-                Operation::Backup => wm_operation::WM_OPERATION_BACKUP,
-                Operation::Restore => wm_operation::WM_OPERATION_RESTORE,
-                Operation::Release => wm_operation::WM_OPERATION_RELEASE,
-            },
+            hr: notice.code(),
+            operation: wm_operation::of(op),
             key_id: std::ptr::null(),
             key_id_len: 0,
             title: std::ptr::null(),
@@ -145,7 +153,6 @@ pub(crate) fn sink_for(
             Notice::Op(Event::Progress) => ev.status = wm_status::WM_STATUS_BACKUPRESTORE_PROGRESS,
             Notice::Op(Event::ErrorWithUrl(url)) => {
                 ev.status = wm_status::WM_STATUS_ERROR_WITHURL;
-                ev.hr = WM_E_RESTORE_FRAUD;
                 message = Some(c_string(url));
                 ev.devices_used = c.devices_used;
                 ev.device_limit = c.device_limit;
@@ -156,18 +163,11 @@ pub(crate) fn sink_for(
                 ev.key_id_len = key_id.len();
                 title = t.map(c_string);
             }
-            Notice::End(result) => {
+            Notice::End(outcome) => {
                 ev.status = wm_status::WM_STATUS_BACKUPRESTORE_END;
                 ev.devices_used = c.devices_used;
                 ev.device_limit = c.device_limit;
-                match result {
-                    Err(e) => {
-                        ev.hr = hresult_of(e);
-                        message = Some(c_string(&message_of(e)));
-                    }
-                    Ok(()) if c.unchanged => ev.hr = WM_S_FALSE,
-                    Ok(()) => {}
-                }
+                message = outcome.error().map(|e| c_string(&message_of(e)));
             }
         }
         ev.title = title.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());

@@ -1,7 +1,7 @@
 //! C API of the backup restorer: `wm_backup_restorer_*`.
 
 use crate::boundary::{arg_bytes, arg_str, call, call_void, Fail, FfiResult, Out, SizedOut};
-use crate::event::{sink_for, wm_status_callback};
+use crate::event::{sink_for, wm_operation, wm_status_callback};
 use crate::handle::Registry;
 use crate::result::*;
 use std::ffi::{c_char, c_void};
@@ -374,6 +374,77 @@ pub unsafe extern "C" fn wm_backup_restorer_wait(
         } else {
             WM_S_FALSE
         })
+    })
+}
+
+/// The outcome of the last operation that finished on a restorer, without tracking events
+/// (wm_backup_restorer_last_result). Set `struct_size` to sizeof(wm_result) before the call;
+/// later versions only append fields.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct wm_result {
+    /// Set by the caller: sizeof(wm_result) as the caller's header declares it.
+    pub struct_size: u32,
+    /// The operation that finished; WM_OPERATION_NONE (0) when none has finished yet.
+    pub operation: wm_operation,
+    /// END's result code.
+    pub hr: wm_hresult,
+    /// END's processed: licenses written (backup) or imported (restore).
+    pub processed: u64,
+    /// END's total: licenses in the operation.
+    pub total: u64,
+    /// END's skipped: restricted (backup), or kept-newer or expired (restore).
+    pub skipped: u64,
+    /// END's devices_used (restore, release): the service's count of the lineage's devices.
+    pub devices_used: u32,
+    /// END's device_limit (restore, release); 0 when unknown.
+    pub device_limit: u32,
+}
+
+/// Writes the figures of the END of the last operation that finished on the restorer (while one
+/// runs: of the one before it) to `*out`. Inside END's callback they are that END's. With
+/// wm_backup_restorer_wait this is a complete synchronous use of the library: start, wait,
+/// read the result.
+///
+/// Returns WM_S_OK; WM_S_FALSE with `operation` WM_OPERATION_NONE and every figure 0 when no
+/// operation has finished yet. Errors: WM_E_POINTER (out NULL), WM_E_HANDLE, WM_E_INVALIDARG
+/// (`out->struct_size` smaller than this version's wm_result).
+#[no_mangle]
+pub unsafe extern "C" fn wm_backup_restorer_last_result(
+    restorer: *mut wm_backup_restorer,
+    out: *mut wm_result,
+) -> wm_hresult {
+    call("wm_backup_restorer_last_result", || {
+        let r = live_restorer(restorer)?;
+        if out.is_null() {
+            return Err(Fail::Pointer("out"));
+        }
+        // SAFETY: `out` is non-NULL and, by the C contract, points to a wm_result whose
+        // struct_size the caller set; a later version's larger struct starts the same way.
+        let size = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
+        if (size as usize) < std::mem::size_of::<wm_result>() {
+            return Err(Fail::invalid(format!(
+                "struct_size {size} is smaller than sizeof(wm_result) ({})",
+                std::mem::size_of::<wm_result>()
+            )));
+        }
+        let last = r.last_result();
+        let result = wm_result {
+            struct_size: size,
+            operation: last.as_ref().map_or(wm_operation::WM_OPERATION_NONE, |l| {
+                wm_operation::of(l.operation)
+            }),
+            hr: last.as_ref().map_or(WM_S_OK, |l| l.code),
+            processed: last.as_ref().map_or(0, |l| l.processed),
+            total: last.as_ref().map_or(0, |l| l.total),
+            skipped: last.as_ref().map_or(0, |l| l.skipped),
+            devices_used: last.as_ref().map_or(0, |l| l.devices_used),
+            device_limit: last.as_ref().map_or(0, |l| l.device_limit),
+        };
+        // SAFETY: as above; the caller's struct is at least this version's size.
+        unsafe { out.write(result) };
+        Ok(if last.is_some() { WM_S_OK } else { WM_S_FALSE })
     })
 }
 

@@ -5,6 +5,7 @@ use crate::Failure;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use wmlicense_core::code;
 use wmlicense_core::format::{self, BACKUP_FILE};
 use wmlicense_core::license::{self, unix_now, License};
 use wmlicense_core::service::{hex, unhex};
@@ -155,7 +156,7 @@ fn existing_store(store: Option<PathBuf>) -> Result<Store, Failure> {
     };
     if !Store::exists(&dir) {
         return Err(Failure {
-            hr: wmlicense::result::WM_E_FILE_NOT_FOUND,
+            hr: code::E_FILE_NOT_FOUND,
             message: format!("there is no license store at {}", dir.display()),
         });
     }
@@ -279,9 +280,9 @@ pub fn import(store: Option<PathBuf>, file: &str) -> Result<(), Failure> {
     } else {
         Box::new(std::fs::File::open(file).map_err(|e| Failure {
             hr: if e.kind() == std::io::ErrorKind::NotFound {
-                wmlicense::result::WM_E_FILE_NOT_FOUND
+                code::E_FILE_NOT_FOUND
             } else {
-                wmlicense::result::WM_E_ACCESS_DENIED
+                code::E_ACCESS_DENIED
             },
             message: format!("cannot open {file}: {e}"),
         })?)
@@ -319,9 +320,9 @@ pub fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
     };
     let f = std::fs::File::open(&file).map_err(|e| Failure {
         hr: if e.kind() == std::io::ErrorKind::NotFound {
-            wmlicense::result::WM_E_FILE_NOT_FOUND
+            code::E_FILE_NOT_FOUND
         } else {
-            wmlicense::result::WM_E_ACCESS_DENIED
+            code::E_ACCESS_DENIED
         },
         message: format!("cannot open {}: {e}", file.display()),
     })?;

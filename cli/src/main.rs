@@ -11,19 +11,19 @@ mod op;
 use args::{Cli, Command};
 use clap::Parser;
 use std::process::ExitCode;
-use wmlicense::result::{code_name, hresult_of, wm_hresult};
+use wmlicense_core::code::{self, Code};
 use wmlicense_core::Error;
 
 /// A failure as the tool reports it: the code, and the message.
 pub struct Failure {
-    pub hr: wm_hresult,
+    pub hr: Code,
     pub message: String,
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         Failure {
-            hr: hresult_of(&e),
+            hr: code::of(&e),
             // The core's words: the C flag names of the C API's messages mean nothing here.
             message: e.to_string(),
         }
@@ -33,54 +33,54 @@ impl From<Error> for Failure {
 impl Failure {
     pub fn invalid(message: impl Into<String>) -> Failure {
         Failure {
-            hr: wmlicense::result::WM_E_INVALIDARG,
+            hr: code::E_INVALIDARG,
             message: message.into(),
         }
     }
 }
 
 /// What a user can do about a failure with this code.
-fn what_to_do(hr: wm_hresult) -> &'static str {
-    use wmlicense::result::*;
+fn what_to_do(hr: Code) -> &'static str {
+    use wmlicense_core::code::*;
     match hr {
-        WM_E_BACKUP_EXISTS => "pass --overwrite to replace the backup that is there",
-        WM_E_NEEDS_INDIVIDUALIZATION => "pass --individualize to create the store",
-        WM_E_RESTORE_FRAUD => {
+        E_BACKUP_EXISTS => "pass --overwrite to replace the backup that is there",
+        E_NEEDS_INDIVIDUALIZATION => "pass --individualize to create the store",
+        E_RESTORE_FRAUD => {
             "free a slot: run `wmlicense release` on a computer that no longer needs these \
              licenses, or `wmlicense release --all --from BACKUP` if that computer is gone"
         }
-        WM_E_TOO_MANY_RESETS => {
+        E_TOO_MANY_RESETS => {
             "a lineage can be reset once per reset window: wait, or ask the service's operator"
         }
-        WM_E_RESTORE_SERVICE_UNAVAILABLE => {
+        E_RESTORE_SERVICE_UNAVAILABLE => {
             "check --service and the network, then run the command again (a retry never uses \
              another device)"
         }
-        WM_E_BACKUP_CORRUPT => {
+        E_BACKUP_CORRUPT => {
             "use another copy of the backup, and check it was made for this License Management \
              Service"
         }
-        WM_E_FILE_NOT_FOUND => "check the path",
-        WM_E_ACCESS_DENIED => "check the permissions of the path",
-        WM_E_DISK_FULL => "free some disk space and run the command again",
-        WM_E_BACKUPRESTORE_BUSY => {
+        E_FILE_NOT_FOUND => "check the path",
+        E_ACCESS_DENIED => "check the permissions of the path",
+        E_DISK_FULL => "free some disk space and run the command again",
+        E_BACKUPRESTORE_BUSY => {
             "another operation is using this store or backup directory: wait for it, then retry"
         }
-        WM_E_OPERATION_CANCELED => "nothing was changed; run the command again to retry",
-        WM_E_INVALID_KID => "a key ID is 1 to 64 bytes, written in hex",
-        WM_E_INVALIDARG => "check the arguments (wmlicense --help)",
-        WM_E_NOT_FOUND => "`wmlicense list` shows the licenses of the store",
-        WM_E_LICENSE_STORE_ERROR => "check --store / --home and that the store is intact",
+        E_OPERATION_CANCELED => "nothing was changed; run the command again to retry",
+        E_INVALID_KID => "a key ID is 1 to 64 bytes, written in hex",
+        E_INVALIDARG => "check the arguments (wmlicense --help)",
+        E_NOT_FOUND => "`wmlicense list` shows the licenses of the store",
+        E_LICENSE_STORE_ERROR => "check --store / --home and that the store is intact",
         _ => "the message says what went wrong",
     }
 }
 
-/// `0xC00D2743 WM_E_BACKUP_CORRUPT`.
-pub fn code_text(hr: wm_hresult) -> String {
+/// `0xC00D2743 E_BACKUP_CORRUPT`.
+pub fn code_text(hr: Code) -> String {
     format!(
         "0x{:08X} {}",
         hr as u32,
-        code_name(hr).unwrap_or("(unknown code)")
+        code::name(hr).unwrap_or("(unknown code)")
     )
 }
 

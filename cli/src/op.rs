@@ -8,9 +8,8 @@ use serde_json::json;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wmlicense::result::{hresult_of, wm_hresult, WM_S_FALSE, WM_S_OK};
+use wmlicense_core::code;
 use wmlicense_core::engine::{Counters, Event};
 use wmlicense_core::props::PropName;
 use wmlicense_core::restorer::{
@@ -34,39 +33,6 @@ fn catch_ctrl_c() {
     }
 }
 
-/// What END said.
-#[derive(Default)]
-struct Ending {
-    hr: wm_hresult,
-    message: Option<String>,
-    counters: Counters,
-}
-
-fn status_name(n: &Notice<'_>) -> &'static str {
-    match n {
-        Notice::Begin => "BACKUPRESTORE_BEGIN",
-        Notice::End(_) => "BACKUPRESTORE_END",
-        Notice::Op(Event::Connecting) => "BACKUPRESTORE_CONNECTING",
-        Notice::Op(Event::Disconnecting) => "BACKUPRESTORE_DISCONNECTING",
-        Notice::Op(Event::ErrorWithUrl(_)) => "ERROR_WITHURL",
-        Notice::Op(Event::Progress) => "BACKUPRESTORE_PROGRESS",
-        Notice::Op(Event::Restricted { .. }) => "RESTRICTED_LICENSE",
-    }
-}
-
-/// The outcome END carries, as the C API reports it.
-fn end_code(result: &wmlicense_core::Result<()>, c: &Counters) -> (wm_hresult, Option<String>) {
-    match result {
-        Ok(()) if c.unchanged => (WM_S_FALSE, None),
-        Ok(()) => (WM_S_OK, None),
-        Err(e) => (hresult_of(e), Some(e.to_string())),
-    }
-}
-
-fn hr_text(hr: wm_hresult) -> String {
-    format!("0x{:08X}", hr as u32)
-}
-
 /// Runs one operation to its END: sets `props`, starts it with `start`, waits (turning Ctrl-C
 /// into a cancel), prints the summary.
 fn run(
@@ -75,7 +41,6 @@ fn run(
     props: &[(PropName, Option<String>)],
     start: impl FnOnce(&Restorer) -> wmlicense_core::Result<()>,
 ) -> Result<(), Failure> {
-    let ending = Arc::new(Mutex::new(Ending::default()));
     let bar = if !json_events && std::io::stderr().is_terminal() {
         let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         b.set_style(
@@ -88,14 +53,13 @@ fn run(
         None
     };
     let sink = {
-        let ending = ending.clone();
         let bar = bar.clone();
         Box::new(move |op: Operation, n: &Notice<'_>, c: &Counters| {
             if json_events {
                 let mut ev = json!({
-                    "status": status_name(n),
+                    "status": n.status().name(),
                     "operation": op.name(),
-                    "hr": hr_text(WM_S_OK),
+                    "hr": code::hex(n.code()),
                     "processed": c.processed,
                     "total": c.total,
                     "skipped": c.skipped,
@@ -106,15 +70,12 @@ fn run(
                         ev["title"] = (*title).into();
                     }
                     Notice::Op(Event::ErrorWithUrl(url)) => {
-                        ev["hr"] = hr_text(wmlicense::result::WM_E_RESTORE_FRAUD).into();
                         ev["message"] = (*url).into();
                         ev["devices_used"] = c.devices_used.into();
                         ev["device_limit"] = c.device_limit.into();
                     }
-                    Notice::End(result) => {
-                        let (hr, message) = end_code(result, c);
-                        ev["hr"] = hr_text(hr).into();
-                        ev["message"] = message.into();
+                    Notice::End(outcome) => {
+                        ev["message"] = outcome.error().map(|e| e.to_string()).into();
                         ev["devices_used"] = c.devices_used.into();
                         ev["device_limit"] = c.device_limit.into();
                     }
@@ -125,14 +86,6 @@ fn run(
             if let Some(b) = &bar {
                 b.set_length(c.total);
                 b.set_position(c.processed);
-            }
-            if let Notice::End(result) = n {
-                let (hr, message) = end_code(result, c);
-                *ending.lock().unwrap_or_else(|e| e.into_inner()) = Ending {
-                    hr,
-                    message,
-                    counters: *c,
-                };
             }
         })
     };
@@ -157,9 +110,15 @@ fn run(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let e = std::mem::take(&mut *ending.lock().unwrap_or_else(|e| e.into_inner()));
-    let c = &e.counters;
-    if !json_events && e.hr >= 0 {
+    // The outcome as the core recorded it (the same code END carried).
+    let e = restorer.last_result().ok_or_else(|| {
+        Failure::from(wmlicense_core::Error::Internal(format!(
+            "the {} ended without a result",
+            op.name()
+        )))
+    })?;
+    let c = &e;
+    if !json_events && e.code >= 0 {
         let devices = if c.device_limit > 0 {
             format!("; {} of {} devices used", c.devices_used, c.device_limit)
         } else {
@@ -176,7 +135,7 @@ fn run(
             ),
             Operation::Release => println!(
                 "release: {}{devices}",
-                if e.hr == WM_S_FALSE {
+                if e.code == code::S_FALSE {
                     "this device was not counted; nothing to release"
                 } else {
                     "done"
@@ -184,9 +143,9 @@ fn run(
             ),
         }
     }
-    if e.hr < 0 {
+    if e.code < 0 {
         return Err(Failure {
-            hr: e.hr,
+            hr: e.code,
             message: e.message.unwrap_or_default(),
         });
     }

@@ -6,6 +6,7 @@
 //! (`wmlicense`), the command-line tool, the network service and the bindings all build on it.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod code;
 pub mod crypto;
 mod db;
 pub mod engine;
@@ -13,7 +14,9 @@ pub mod error;
 pub mod format;
 mod fsutil;
 pub mod identity;
+pub mod journal;
 pub mod license;
+pub mod operation;
 pub mod paths;
 mod pool;
 pub mod props;

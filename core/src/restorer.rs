@@ -1,50 +1,35 @@
-//! The backup restorer: properties, one operation at a time on the worker pool, and the
-//! delivery guarantees of its events.
-//!
-//! All of a restorer's state is in one [`State`] behind one mutex:
+//! The backup restorer: its properties and its one operation slot (see [`crate::operation`]),
+//! on the worker pool, with the delivery guarantees of its events:
 //! - events are delivered only by the worker running the operation, one at a time, in order;
 //! - END is the last event: the restorer is idle while it is delivered, and an operation started
-//!   then (from the callback or from any other thread) is held in `next` and runs on the same
-//!   worker once END's callback has returned, so its BEGIN always follows that return;
+//!   then (from the callback or from any other thread) is held and runs on the same worker once
+//!   END's callback has returned, so its BEGIN always follows that return;
 //! - a cancelled operation that still waits for a worker is expedited (see [`crate::pool`]): its
 //!   BEGIN and END come at once and it touches nothing;
 //! - destroy cancels, waits for the last END to return and closes the restorer: no callback
 //!   starts after it returned. From inside a callback it cannot always wait (its own operation,
 //!   or a callback waiting for the caller's restorer): then it closes without waiting, and the
 //!   operation winds down on its own. Waits between callbacks that would form a cycle are
-//!   refused (see [`WaitGraph`]) instead of deadlocking.
+//!   refused (see [`crate::operation::wait`]) instead of deadlocking.
 
 use crate::engine::{
-    self, BackupJob, Cancel, Counters, Event, Places, ReleaseJob, Reporter, RestoreJob,
+    self, BackupJob, Control, Counters, Event, Places, ReleaseJob, Reporter, RestoreJob,
 };
 use crate::error::{Error, Result};
+use crate::operation::slot::OperationSlot;
+use crate::operation::{wait, Outcome};
 use crate::pool::{self, Task};
 use crate::props::{PropName, Props};
 use crate::sync::lock;
-use once_cell::sync::Lazy;
-use std::cell::Cell;
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operation {
-    Backup,
-    Restore,
-    Release,
-}
+pub use crate::operation::{LastResult, Notice, OperationKind, Phase, Status};
 
-impl Operation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::Backup => "backup",
-            Operation::Restore => "restore",
-            Operation::Release => "release",
-        }
-    }
-}
+/// What an operation does (the name the C layer and the tools use).
+pub type Operation = OperationKind;
 
 /// How a backup runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,49 +55,13 @@ pub struct ReleaseOptions {
     pub all_devices: bool,
 }
 
-/// One event as the restorer's sink receives it.
-#[derive(Debug)]
-pub enum Notice<'a> {
-    Begin,
-    Op(Event<'a>),
-    End(&'a Result<()>),
-}
-
 /// Receives every event of one restorer, on a worker thread, one at a time.
 pub type Sink = Box<dyn Fn(Operation, &Notice<'_>, &Counters) + Send + Sync>;
 
-/// The operation a restorer has started and not yet ended.
-struct Running {
-    op: Operation,
-    cancel: Cancel,
-    task: Arc<Task>,
-    /// Held in `State::next` (started during END): runs after END returns, never expedited.
-    held: bool,
-}
-
-struct State {
-    running: Option<Running>,
-    /// Operations started whose END has not returned from the callback yet.
-    in_flight: usize,
-    /// END is being delivered: an operation started now is held in `next`.
-    ending: bool,
-    next: Option<Arc<Task>>,
-    /// Destroy was called: no operation starts any more.
-    destroyed: bool,
-    /// No event is delivered any more.
-    closed: bool,
-}
-
 struct Shared {
     props: Mutex<Props>,
-    state: Mutex<State>,
-    changed: Condvar,
+    slot: OperationSlot,
     sink: Sink,
-}
-
-thread_local! {
-    /// The restorer whose callback runs on this thread right now (its address), or 0.
-    static DELIVERING: Cell<usize> = const { Cell::new(0) };
 }
 
 impl Shared {
@@ -121,84 +70,28 @@ impl Shared {
     }
 
     fn in_own_callback(&self) -> bool {
-        DELIVERING.with(|d| d.get()) == self.address()
+        wait::delivering() == self.address()
     }
 
     fn deliver(&self, op: Operation, notice: &Notice<'_>, counters: &Counters) {
-        if lock(&self.state).closed {
+        if self.slot.is_closed() {
             return;
         }
-        let previous = DELIVERING.with(|d| d.replace(self.address()));
-        let _ = catch_unwind(AssertUnwindSafe(|| (self.sink)(op, notice, counters)));
-        DELIVERING.with(|d| d.set(previous));
-    }
-
-    /// Blocks until no operation is in flight or the timeout passes; true when idle.
-    fn wait_idle(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = lock(&self.state);
-        while st.in_flight > 0 {
-            st = match deadline {
-                None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    self.changed
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-        }
-        true
+        wait::delivering_for(self.address(), || {
+            let _ = catch_unwind(AssertUnwindSafe(|| (self.sink)(op, notice, counters)));
+        });
     }
 
     /// Waits for idle from any thread: from inside another restorer's callback, only when the
     /// wait cannot close a cycle of callbacks waiting for each other (`None` then).
     fn wait_from_anywhere(&self, timeout: Option<Duration>) -> Option<bool> {
-        let waiter = DELIVERING.with(|d| d.get());
+        let waiter = wait::delivering();
         let _edge = if waiter != 0 {
-            Some(WaitGraph::enter(waiter, self.address())?)
+            Some(wait::enter(waiter, self.address())?)
         } else {
             None
         };
-        Some(pool::blocking(|| self.wait_idle(timeout)))
-    }
-}
-
-/// Which restorer's callback waits for which restorer. Callbacks of two restorers that wait for
-/// each other (directly or around a longer cycle) would wait forever: the wait that would close
-/// the cycle is refused.
-struct WaitGraph;
-
-static WAITS: Lazy<Mutex<HashMap<usize, usize>>> = Lazy::new(|| Mutex::new(HashMap::new()));
-
-/// An edge of the wait graph, removed when the wait ends.
-struct WaitEdge(usize);
-
-impl WaitGraph {
-    fn enter(waiter: usize, target: usize) -> Option<WaitEdge> {
-        let mut waits = lock(&WAITS);
-        let mut at = target;
-        loop {
-            if at == waiter {
-                return None;
-            }
-            match waits.get(&at) {
-                Some(next) => at = *next,
-                None => break,
-            }
-        }
-        waits.insert(waiter, target);
-        Some(WaitEdge(waiter))
-    }
-}
-
-impl Drop for WaitEdge {
-    fn drop(&mut self) {
-        lock(&WAITS).remove(&self.0);
+        Some(pool::blocking(|| self.slot.wait_idle(timeout)))
     }
 }
 
@@ -232,15 +125,7 @@ impl Restorer {
         Restorer {
             shared: Arc::new(Shared {
                 props: Mutex::new(Props::default()),
-                state: Mutex::new(State {
-                    running: None,
-                    in_flight: 0,
-                    ending: false,
-                    next: None,
-                    destroyed: false,
-                    closed: false,
-                }),
-                changed: Condvar::new(),
+                slot: OperationSlot::new(),
                 sink,
             }),
         }
@@ -310,65 +195,52 @@ impl Restorer {
     }
 
     fn start(&self, op: Operation, job: Job) -> Result<()> {
-        let mut st = lock(&self.shared.state);
-        if st.destroyed {
-            return Err(Error::Closed("the restorer is being destroyed".into()));
-        }
-        if let Some(running) = &st.running {
-            return Err(Error::Busy(format!(
-                "a {} is already running on this restorer",
-                running.op.name()
-            )));
-        }
-        if let Job::Backup(b) = &job {
-            b.refuse_existing_backup()?;
-        }
-        let cancel = Cancel::new();
-        let task = {
-            let shared = self.shared.clone();
-            let cancel = cancel.clone();
-            Task::new(move || run(shared, op, job, cancel))
+        let shared = self.shared.clone();
+        // Checked after the busy check, under the slot's lock.
+        let existing_backup = match &job {
+            Job::Backup(b) => Some(b.clone()),
+            _ => None,
         };
-        let held = st.ending;
-        st.running = Some(Running {
-            op,
-            cancel,
-            task: task.clone(),
-            held,
-        });
-        st.in_flight += 1;
-        if held {
+        let check = || match &existing_backup {
+            Some(b) => b.refuse_existing_backup().map(drop),
+            None => Ok(()),
+        };
+        let task = self.shared.slot.start(op, check, |control| {
+            Task::new(move || run(shared, op, job, control))
+        })?;
+        let Some(task) = task else {
             // END is being delivered: this operation runs once its callback has returned.
-            st.next = Some(task);
             return Ok(());
-        }
-        drop(st);
+        };
         if let Err(e) = pool::submit(task.clone()) {
-            if !task.take_unstarted() {
-                // Cancelled and expedited meanwhile: a worker runs it, END included.
-                return Ok(());
+            if self.shared.slot.start_failed(&task) {
+                return Err(e);
             }
-            let mut st = lock(&self.shared.state);
-            st.running = None;
-            st.in_flight -= 1;
-            self.shared.changed.notify_all();
-            return Err(e);
         }
         Ok(())
     }
 
     /// Asks the running `op` to stop; `false` when no such operation runs.
     pub fn cancel(&self, op: Operation) -> bool {
-        let (cancel, task) = match &lock(&self.shared.state).running {
-            Some(r) if r.op == op => (r.cancel.clone(), (!r.held).then(|| r.task.clone())),
-            _ => return false,
-        };
-        // Outside the state lock: interrupting SQLite may wait for the statement it stops.
-        cancel.cancel();
-        if let Some(task) = task {
-            pool::expedite(&task);
+        match self.shared.slot.cancel(Some(op)) {
+            Some(cancel) => {
+                cancel.deliver();
+                true
+            }
+            None => false,
         }
-        true
+    }
+
+    /// Where the restorer's operation is in its life.
+    pub fn phase(&self) -> Phase {
+        self.shared.slot.phase()
+    }
+
+    /// The figures of the END of the last operation that finished (while one runs: the one
+    /// before it); `None` before any finished. Set before END is delivered, so END's callback
+    /// reads its own operation's.
+    pub fn last_result(&self) -> Option<LastResult> {
+        self.shared.slot.last_result()
     }
 
     /// Waits until no operation is in flight (its END delivered and returned). `None` waits
@@ -380,7 +252,7 @@ impl Restorer {
             // While END is delivered the restorer is idle, unless the callback started the next
             // operation; any other event belongs to a running operation, which the callback
             // would wait for forever.
-            if lock(&self.shared.state).running.is_none() {
+            if !self.shared.slot.has_current() {
                 return Ok(true);
             }
             return Err(Error::Busy(
@@ -398,7 +270,7 @@ impl Restorer {
 
     /// True once destroy was called: the restorer takes no more calls.
     pub fn is_destroyed(&self) -> bool {
-        lock(&self.shared.state).destroyed
+        self.shared.slot.is_closing()
     }
 
     /// Cancels a running operation, waits for its END and closes the restorer: afterwards the
@@ -406,32 +278,24 @@ impl Restorer {
     /// would close a cycle of callbacks waiting for each other, it closes without waiting and
     /// the operation winds down on its own. Returns whether it waited.
     pub fn destroy(&self) -> bool {
-        let running = {
-            let mut st = lock(&self.shared.state);
-            st.destroyed = true;
-            st.running
-                .as_ref()
-                .map(|r| (r.cancel.clone(), (!r.held).then(|| r.task.clone())))
-        };
-        if let Some((cancel, task)) = running {
-            cancel.cancel();
-            if let Some(task) = task {
-                pool::expedite(&task);
-            }
+        if let Some(cancel) = self.shared.slot.close_for_starts() {
+            cancel.deliver();
         }
         let waited =
             !self.shared.in_own_callback() && self.shared.wait_from_anywhere(None).is_some();
-        lock(&self.shared.state).closed = true;
+        self.shared.slot.close();
         waited
     }
 }
 
-/// The body of one operation on a worker thread: BEGIN, the work, a last PROGRESS, END. Hands
-/// back the operation started during END, which the same worker runs next.
-fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Cancel) -> Option<Arc<Task>> {
+/// The body of one operation on a worker thread: BEGIN, the work, a last PROGRESS, END, the
+/// work left for after END. Hands back the operation started during END, which the same worker
+/// runs next.
+fn run(shared: Arc<Shared>, op: Operation, job: Job, control: Control) -> Option<Arc<Task>> {
+    shared.slot.begin();
     let mut counters = Counters::default();
     shared.deliver(op, &Notice::Begin, &counters);
-    let result = if cancel.is_set() {
+    let result = if control.is_set() {
         // Cancelled before it started (expedited): it touches nothing.
         Err(Error::Canceled)
     } else {
@@ -441,38 +305,20 @@ fn run(shared: Arc<Shared>, op: Operation, job: Job, cancel: Cancel) -> Option<A
         };
         let c = &mut counters;
         catch_unwind(AssertUnwindSafe(|| match &job {
-            Job::Backup(b) => engine::backup(b, &mut rep, &cancel, c),
-            Job::Restore(r) => engine::restore(r, &mut rep, &cancel, c),
-            Job::Release(r) => engine::release(r, &mut rep, &cancel, c),
+            Job::Backup(b) => engine::backup(b, &mut rep, &control, c),
+            Job::Restore(r) => engine::restore(r, &mut rep, &control, c),
+            Job::Release(r) => engine::release(r, &mut rep, &control, c),
         }))
         .unwrap_or_else(|_| Err(Error::Internal(format!("the {} panicked", op.name()))))
     };
-    // A cancelled operation reports the cancel, whatever error the interruption surfaced as
-    // (an interrupted SQLite statement, say). One that finished before it noticed succeeded.
-    let result = match result {
-        Err(_) if cancel.is_set() => Err(Error::Canceled),
-        other => other,
-    };
+    let outcome = Outcome::new(op, result, counters, control.is_set());
     if counters.streaming {
         shared.deliver(op, &Notice::Op(Event::Progress), &counters);
     }
-    {
-        // The restorer is idle while END is delivered: an operation may start meanwhile.
-        let mut st = lock(&shared.state);
-        st.running = None;
-        st.ending = true;
-    }
-    shared.deliver(op, &Notice::End(&result), &counters);
+    shared.slot.end(&outcome);
+    shared.deliver(op, &Notice::End(&outcome), &counters);
     // What the operation left for after END (deleting a discarded store) is done before it
     // counts as finished: a wait or a destroy returns only after it.
-    cancel.run_deferred();
-    let mut st = lock(&shared.state);
-    st.ending = false;
-    st.in_flight -= 1;
-    shared.changed.notify_all();
-    let next = st.next.take();
-    if let Some(r) = st.running.as_mut() {
-        r.held = false;
-    }
-    next
+    control.after_end().run();
+    shared.slot.ended()
 }

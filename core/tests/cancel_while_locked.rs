@@ -46,12 +46,10 @@ fn cancel_ends_a_restore_waiting_for_the_store_lock() {
     let e = ends.clone();
     let r = Restorer::new(Box::new(move |_op, n: &Notice<'_>, _c: &Counters| {
         if let Notice::End(result) = n {
-            e.lock()
-                .unwrap()
-                .push(result.as_ref().err().map(|e| match e {
-                    Error::Canceled => "canceled".to_string(),
-                    other => other.to_string(),
-                }));
+            e.lock().unwrap().push(result.error().map(|e| match e {
+                Error::Canceled => "canceled".to_string(),
+                other => other.to_string(),
+            }));
         }
     }));
     r.with_props(|p| {

@@ -29,7 +29,7 @@ fn recorder() -> (Restorer, Log) {
                 Notice::Op(Event::ErrorWithUrl(u)) => ("ERROR_WITHURL".into(), Some(u.to_string())),
                 Notice::Op(Event::Progress) => ("PROGRESS".into(), None),
                 Notice::Op(Event::Restricted { .. }) => ("RESTRICTED".into(), None),
-                Notice::End(r) => ("END".into(), r.as_ref().err().map(|e| e.to_string())),
+                Notice::End(o) => ("END".into(), o.error().map(|e| e.to_string())),
             };
             l.lock().unwrap().push((name, err, *c));
         },

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use wmlicense_core::engine::{Cancel, Counters, Event, Places, Reporter, RestoreJob};
+use wmlicense_core::engine::{Control, Counters, Event, Places, Reporter, RestoreJob};
 use wmlicense_core::{License, Store};
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -79,7 +79,7 @@ fn a_restore_sweeps_dead_staging_directories_and_dead_backup_temporaries() {
     wmlicense_core::engine::backup(
         &backup,
         &mut Quiet,
-        &Cancel::new(),
+        &Control::new(),
         &mut Counters::default(),
     )
     .unwrap();
@@ -106,7 +106,7 @@ fn a_restore_sweeps_dead_staging_directories_and_dead_backup_temporaries() {
         verify_only: false,
     };
     let mut c = Counters::default();
-    wmlicense_core::engine::restore(&job, &mut Quiet, &Cancel::new(), &mut c).unwrap();
+    wmlicense_core::engine::restore(&job, &mut Quiet, &Control::new(), &mut c).unwrap();
     assert_eq!((c.processed, c.total), (1, 1));
     assert!(Store::exists(&target));
     assert!(

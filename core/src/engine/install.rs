@@ -2,7 +2,7 @@
 //! only when complete. A staging directory whose writer died (a crash, a kill) is swept by the
 //! next restore to that place.
 
-use super::Cancel;
+use super::Control;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, FileLock};
 use crate::identity::IDENTITY_FILE;
@@ -18,7 +18,7 @@ pub(super) struct Staging {
     dir: PathBuf,
     installed: bool,
     /// Where a discarded staging store's deletion is left, so that it does not hold up END.
-    cancel: Cancel,
+    cancel: Control,
     _lock: FileLock,
 }
 
@@ -26,7 +26,7 @@ impl Staging {
     /// Creates a fresh staging directory beside `store_dir` (creating the parent if needed).
     /// It is made and locked under another name (`….new`) that no sweep touches, then renamed:
     /// a sweep never sees it unlocked.
-    pub(super) fn create(store_dir: &Path, cancel: &Cancel) -> Result<Staging> {
+    pub(super) fn create(store_dir: &Path, cancel: &Control) -> Result<Staging> {
         let failed = |what: &Path, e: std::io::Error| {
             Error::io(
                 format!("cannot create {}", what.display()),

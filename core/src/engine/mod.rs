@@ -1,27 +1,31 @@
 //! Backup and restore as plain Rust: they stream, report progress to a [`Reporter`], stop when
 //! cancelled, and never leave a half-written backup or a half-applied restore behind.
 //!
-//! - [`cancel`]: cancellation and the progress clock;
+//! - [`progress`]: the clock that paces PROGRESS;
+//! - [`backup_dir`]: a backup directory's writer lock and opening the backup a path names, for
+//!   every operation;
 //! - [`backup`]: one snapshot of a store into `licenses.wmlb`, atomically;
 //! - [`restore`]: a backup into a store, in one transaction after it has authenticated;
 //! - [`install`]: building a new store beside its place and moving it in; sweeping what dead
 //!   writers left.
 
 mod backup;
-mod cancel;
+mod backup_dir;
 mod install;
 mod pipeline;
+mod progress;
 mod release;
 mod restore;
 
+pub use crate::operation::Control;
 pub use backup::backup;
-pub use cancel::{Cancel, PROGRESS_INTERVAL};
+pub use progress::PROGRESS_INTERVAL;
 pub use release::release;
 pub use restore::restore;
 
 use crate::error::{Error, Result};
 use crate::format::BACKUP_FILE;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What an operation reports while it runs (BEGIN and END are the restorer's to send).
 #[derive(Debug)]
@@ -99,7 +103,7 @@ impl Places {
     fn backup_key(
         &self,
         rep: &mut dyn Reporter,
-        cancel: &Cancel,
+        cancel: &Control,
         c: &mut Counters,
     ) -> Result<crate::service::ServiceKey> {
         if let Some(k) = &self.service_key {
@@ -121,7 +125,7 @@ impl Places {
     fn ask<T>(
         &self,
         rep: &mut dyn Reporter,
-        cancel: &Cancel,
+        cancel: &Control,
         c: &mut Counters,
         f: impl FnOnce(&dyn crate::service::LicenseService, crate::service::Interrupt<'_>) -> Result<T>,
     ) -> Result<T> {
@@ -174,13 +178,4 @@ pub struct RestoreJob {
 pub struct ReleaseJob {
     pub places: Places,
     pub reset_from: Option<PathBuf>,
-}
-
-/// The backup file a restore path names.
-fn backup_file_of(restore_path: &Path) -> PathBuf {
-    if restore_path.is_dir() {
-        restore_path.join(BACKUP_FILE)
-    } else {
-        restore_path.to_path_buf()
-    }
 }

@@ -1,26 +1,22 @@
 //! Release: a store gives back its device's slot (and loses the licenses of the lineages it
-//! held the slot for), or the holder of a backup resets every slot of its lineages.
+//! held the slot for), or the holder of a backup resets every slot of its lineages. The
+//! request ID of each is kept in the request journal ([`crate::journal`]) until the service's
+//! answer arrived, so a retry finishes what the service decided.
 
-use super::restore::open_backup;
-use super::{backup_file_of, Cancel, Counters, ReleaseJob, Reporter};
-use crate::crypto;
+use super::backup_dir::{backup_file_of, open_backup};
+use super::{Control, Counters, ReleaseJob, Reporter};
 use crate::error::{Error, Result};
 use crate::format;
-use crate::fsutil;
-use crate::service::{hex, ReleaseRequest, ResetRequest};
+use crate::journal::JournalEntry;
+use crate::service::{ReleaseRequest, ResetRequest};
 use crate::store::Store;
 use std::io::BufReader;
 use std::path::Path;
 
-/// Beside a store: the request ID of a release the service may have decided while the store
-/// has not yet removed the licenses. A retry reuses it, so the service answers it the same
-/// way (the lineages it released) and the removal completes.
-pub(super) const PENDING_RELEASE: &str = "release.pending";
-
 pub fn release(
     job: &ReleaseJob,
     rep: &mut dyn Reporter,
-    cancel: &Cancel,
+    cancel: &Control,
     c: &mut Counters,
 ) -> Result<()> {
     cancel.check()?;
@@ -35,39 +31,23 @@ fn reset(
     job: &ReleaseJob,
     path: &Path,
     rep: &mut dyn Reporter,
-    cancel: &Cancel,
+    cancel: &Control,
     c: &mut Counters,
 ) -> Result<()> {
     let file = backup_file_of(path);
     let header = format::read_header(&mut BufReader::new(open_backup(&file)?))?;
-    // The request ID of a reset whose answer may have been lost is kept in the data directory
-    // until the service's answer arrives: a retry is then the same request (a new ID would be
+    // The request ID of a reset whose answer may have been lost is kept in the journal until
+    // the service's answer arrives: a retry is then the same request (a new ID would be
     // refused as a second reset inside the window).
-    let data_dir = job.places.data_dir()?;
-    let pending = data_dir.join(format!(".reset-{}.pending", hex(&header.backup_id)));
-    let request_id = match fsutil::read_small_file(&pending, 64) {
-        Ok(b) if b.len() == 16 => b.try_into().unwrap(),
-        _ => {
-            let id: [u8; 16] = crypto::random_array()?;
-            fsutil::create_private_dir_all(&data_dir)
-                .and_then(|()| fsutil::replace_file_atomically(&pending, &id))
-                .map_err(|e| {
-                    Error::io(
-                        format!("cannot write {}", pending.display()),
-                        &e,
-                        Error::Store,
-                    )
-                })?;
-            id
-        }
-    };
+    let pending = JournalEntry::reset(&job.places.data_dir()?, &header.backup_id);
+    let request_id = pending.request_id()?;
     let request = ResetRequest { request_id, header };
     let reply = job.places.ask(rep, cancel, c, |service, interrupt| {
         service.reset(&request, interrupt)
     });
     if !matches!(reply, Err(Error::ServiceUnavailable(_) | Error::Canceled)) {
         // The service answered: the request is decided either way.
-        let _ = std::fs::remove_file(&pending);
+        pending.forget();
     }
     let reply = reply?;
     c.devices_used = reply.devices.used;
@@ -80,7 +60,7 @@ fn reset(
 fn release_device(
     job: &ReleaseJob,
     rep: &mut dyn Reporter,
-    cancel: &Cancel,
+    cancel: &Control,
     c: &mut Counters,
 ) -> Result<()> {
     let store_dir = job.places.store_dir()?;
@@ -92,21 +72,8 @@ fn release_device(
     }
     let mut store = Store::open_existing(&store_dir)?;
     let identity = store.identity().clone();
-    let pending = store_dir.join(PENDING_RELEASE);
-    let request_id = match fsutil::read_small_file(&pending, 64) {
-        Ok(b) if b.len() == 16 => b.try_into().unwrap(),
-        _ => {
-            let id: [u8; 16] = crypto::random_array()?;
-            fsutil::replace_file_atomically(&pending, &id).map_err(|e| {
-                Error::io(
-                    format!("cannot write {}", pending.display()),
-                    &e,
-                    Error::Store,
-                )
-            })?;
-            id
-        }
-    };
+    let pending = JournalEntry::release(&store_dir);
+    let request_id = pending.request_id()?;
     let reply = job.places.ask(rep, cancel, c, |service, interrupt| {
         let key = service.service_key(interrupt)?;
         let request = ReleaseRequest::new(request_id, &identity, &key)?;
@@ -114,7 +81,7 @@ fn release_device(
     });
     if matches!(reply, Err(ref e) if !matches!(e, Error::ServiceUnavailable(_) | Error::Canceled)) {
         // Refused: nothing was released, nothing is left to finish.
-        let _ = std::fs::remove_file(&pending);
+        pending.forget();
     }
     let reply = reply?;
     c.devices_used = reply.devices.used;
@@ -126,6 +93,6 @@ fn release_device(
     } else {
         store.remove_lineages(&reply.lineages)?;
     }
-    let _ = std::fs::remove_file(&pending);
+    pending.forget();
     Ok(())
 }

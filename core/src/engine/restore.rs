@@ -1,23 +1,22 @@
 //! Restore: a backup into a store, in one transaction that commits only after the whole backup
 //! has authenticated and the License Management Service has granted it.
 
-use super::backup::BackupDirLock;
-use super::cancel::ProgressClock;
+use super::backup_dir::{backup_file_of, open_backup, BackupDirLock};
 use super::install::{self, Staging};
 use super::pipeline::{self, Feed};
-use super::{backup_file_of, Cancel, Counters, Event, Reporter, RestoreJob};
+use super::progress::ProgressClock;
+use super::{Control, Counters, Event, Reporter, RestoreJob};
 use crate::crypto;
 use crate::crypto::SecretSealer;
 use crate::error::{Error, Result};
 use crate::format::{self, BackupReader, BackupVerifier};
-use crate::fsutil;
-use crate::identity::{DeviceIdentity, PendingIdentity};
+use crate::identity::DeviceIdentity;
+use crate::journal::{JournalEntry, PendingIdentity};
 use crate::license::unix_now;
 use crate::service::{Grant, GrantRequest};
 use crate::store::{ImportMode, Store};
 use std::fs::File;
-use std::io::{BufReader, ErrorKind};
-use std::path::Path;
+use std::io::BufReader;
 
 /// Where restored licenses go.
 enum Target {
@@ -31,31 +30,12 @@ enum Target {
     Ephemeral(DeviceIdentity),
 }
 
-/// Opens the backup at `path`: a missing file is `FileNotFound`, anything but a regular file
-/// (a FIFO, a device) is not a backup, and nothing here blocks.
-pub(super) fn open_backup(path: &Path) -> Result<File> {
-    fsutil::open_regular_read(path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => {
-            Error::FileNotFound(format!("there is no backup at {}", path.display()))
-        }
-        ErrorKind::InvalidInput => Error::corrupt(format!(
-            "{} is not a regular file, so not a backup",
-            path.display()
-        )),
-        _ => Error::io(
-            format!("cannot open {}", path.display()),
-            &e,
-            Error::BackupRestore,
-        ),
-    })
-}
-
 /// Restores a backup into a store in one transaction that commits only after the whole backup
 /// has authenticated.
 pub fn restore(
     job: &RestoreJob,
     rep: &mut dyn Reporter,
-    cancel: &Cancel,
+    cancel: &Control,
     c: &mut Counters,
 ) -> Result<()> {
     cancel.check()?;
@@ -74,7 +54,7 @@ pub fn restore(
     }
     let mut request_id = None;
     let target = if Store::exists(&store_dir) {
-        if !job.verify_only && store_dir.join(super::release::PENDING_RELEASE).exists() {
+        if !job.verify_only && JournalEntry::release(&store_dir).is_pending() {
             // The service may have released this device while the store kept the licenses: a
             // grant now would count the device again and the release's retry would not know.
             return Err(Error::Busy(format!(
@@ -222,7 +202,7 @@ fn import(
     mut reader: BackupReader<BufReader<File>>,
     store: &mut Store,
     rep: &mut dyn Reporter,
-    cancel: &Cancel,
+    cancel: &Control,
     c: &mut Counters,
 ) -> Result<()> {
     let sealer = SecretSealer::new(&store.identity().storage_key)?;
