@@ -18,6 +18,7 @@ every running store iteration before the interpreter starts finalizing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import atexit
 import ctypes
 import enum
@@ -31,7 +32,7 @@ from typing import (Any, Callable, Dict, Generator, Iterable, Iterator, List, Op
                     Type, Union)
 
 from . import _decls as C
-from ._ffi import (lib, wm_backup_restorer, wm_event, wm_license, wm_license_store,
+from ._ffi import (lib, wm_backup_restorer, wm_event, wm_license, wm_license_store, wm_result,
                    wm_license_visitor, wm_status_callback)
 
 __all__ = [
@@ -525,11 +526,15 @@ class Operation:
             self._restricted.append(ev.key_id)
         elif ev.status == Status.BACKUPRESTORE_END:
             self._end = ev
-            if ev.hr < 0:
-                self._outcome = error_for(ev.hr, ev.message or "")
+            # The outcome as the library recorded it (wm_backup_restorer_last_result reads this
+            # END's record from inside its delivery); only the message comes from the event.
+            r = self._restorer._last_result()
+            if r is None or r.hr < 0:
+                hr = ev.hr if r is None else r.hr
+                self._outcome = error_for(hr, ev.message or "")
             else:
-                self._outcome = Result(ev.processed, ev.total, ev.skipped, list(self._restricted),
-                                       ev.devices_used, ev.device_limit, ev.hr)
+                self._outcome = Result(r.processed, r.total, r.skipped, list(self._restricted),
+                                       r.devices_used, r.device_limit, r.hr)
 
     def _finish(self, outcome: Optional[Union[Result, Error]] = None) -> None:
         with self._lock:
@@ -561,11 +566,9 @@ class Operation:
         """Blocks (without holding the GIL) until END; returns the :class:`Result` or raises
         the :class:`Error` of END. :class:`TimeoutError` after ``timeout`` seconds. From the
         restorer's own ``on_event`` it raises :class:`Busy` (it would wait for itself)."""
-        if not self._done.is_set() and self._restorer._delivering == threading.get_ident():
-            raise Busy(C.WM_E_BACKUPRESTORE_BUSY,
-                       "wait() from the restorer's own on_event would wait for itself")
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"the {self.kind.name.lower()} did not end within {timeout} s")
+        if not self._done.is_set() and not self._restorer._ended_here(self):
+            if not self._done.wait(timeout):
+                raise TimeoutError(f"the {self.kind.name.lower()} did not end within {timeout} s")
         if isinstance(self._outcome, Error):
             raise self._outcome
         assert self._outcome is not None
@@ -628,8 +631,11 @@ class BackupRestorer:
         self._data_path = None if data_path is None else os.fspath(data_path)
         self._id = next(_ids)
         self._start_lock = threading.RLock()
+        # Operations started whose BEGIN has not come yet, in start order, and the one whose
+        # events are delivered now. Only the mapping of events to Operation objects: whether an
+        # operation may start, runs or has ended is the library's to say.
+        self._queued: "collections.deque[Operation]" = collections.deque()
         self._current: Optional[Operation] = None
-        self._delivering: Optional[int] = None
         self._closed = False
         h = ctypes.POINTER(wm_backup_restorer)()
         with _restorers_lock:
@@ -646,16 +652,18 @@ class BackupRestorer:
     # -- events (library thread)
     def _deliver(self, c_event: Any) -> None:
         ev = Event._from_c(c_event)
+        if ev.status == Status.BACKUPRESTORE_BEGIN:
+            # After the start call returned (it holds the lock): the operation is queued.
+            with self._start_lock:
+                self._current = self._queued.popleft() if self._queued else None
         op = self._current
         if op is None:
             return
         op._add(ev)
-        self._delivering = threading.get_ident()
         try:
             if self.on_event is not None:
                 self.on_event(ev)  # an exception propagates to ctypes, which reports it
         finally:
-            self._delivering = None
             if ev.status == Status.BACKUPRESTORE_END:
                 if self._current is op:
                     self._current = None
@@ -679,20 +687,30 @@ class BackupRestorer:
         with self._start_lock:
             if self._closed:
                 raise Error(C.WM_E_HANDLE, "the restorer is closed")
-            cur = self._current
-            if cur is not None and cur._end is None:
-                raise Busy(C.WM_E_BACKUPRESTORE_BUSY,
-                           f"a {cur.kind.name.lower()} is already running on this restorer")
             self._set_props(props)
             op = Operation(self, kind)
-            self._current = op  # before the start: BEGIN may come before the call returns
-            try:
-                _check(fn(self._handle, flags))
-            except BaseException:
-                if self._current is op:
-                    self._current = cur if cur is not None and not cur.done() else None
-                raise
+            # The library refuses a start while an operation runs (Busy). BEGIN waits for this
+            # lock, so the operation is queued before its first event is delivered.
+            _check(fn(self._handle, flags))
+            self._queued.append(op)
             return op
+
+    def _last_result(self) -> Optional[Any]:
+        """The library's record of the last operation that finished, or None before any."""
+        r = wm_result()
+        r.struct_size = ctypes.sizeof(wm_result)
+        if _check(lib.wm_backup_restorer_last_result(self._handle, ctypes.byref(r))) != C.WM_S_OK:
+            return None
+        return r
+
+    def _ended_here(self, op: Operation) -> bool:
+        """Whether ``op`` has ended as far as this thread can tell without waiting: the library
+        says the restorer is idle here (inside its END's delivery, on this thread). Raises
+        :class:`Busy` where the library says a wait would wait for itself."""
+        if self._closed:
+            return False
+        hr = _check(lib.wm_backup_restorer_wait(self._handle, 0))
+        return hr == C.WM_S_OK and op._end is not None
 
     def backup(self, backup_path: PathLike, store_path: Optional[PathLike] = None,
                overwrite: bool = False, service_url: Optional[str] = None,
@@ -734,7 +752,9 @@ class BackupRestorer:
                                C.WM_PROP_SERVICE_URL: service_url})
 
     def _cancel(self, op: Operation) -> bool:
-        if op.done() or self._closed or self._current is not op:
+        with self._start_lock:
+            in_flight = self._current is op or op in self._queued
+        if op.done() or self._closed or not in_flight:
             return False
         fn = {OperationKind.BACKUP: lib.wm_backup_restorer_cancel_backup,
               OperationKind.RESTORE: lib.wm_backup_restorer_cancel_restore,
@@ -749,16 +769,17 @@ class BackupRestorer:
             if self._closed:
                 return
             self._closed = True
-        own_thread = self._delivering == threading.get_ident()
         lib.wm_backup_restorer_destroy(self._handle)
-        op = self._current
-        if op is not None and not op.done():
-            op._finish(Canceled(C.WM_E_OPERATION_CANCELED, "the restorer was closed"))
-        if not own_thread:
-            # destroy returned: the library never calls back for this restorer again. From its
-            # own callback the entry stays (the callback is still running on this thread).
-            with _restorers_lock:
-                _restorers.pop(self._id, None)
+        with self._start_lock:
+            left = [self._current] + list(self._queued)
+            self._queued.clear()
+        for op in left:
+            if op is not None and not op.done():
+                op._finish(Canceled(C.WM_E_OPERATION_CANCELED, "the restorer was closed"))
+        # destroy returned: the library never calls back for this restorer again (from inside
+        # its own callback, the running callback is the last; it holds the restorer itself).
+        with _restorers_lock:
+            _restorers.pop(self._id, None)
 
     def __enter__(self) -> "BackupRestorer":
         return self

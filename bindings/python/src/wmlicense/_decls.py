@@ -131,17 +131,19 @@ WM_STATUS_BACKUPRESTORE_DISCONNECTING = 29
 WM_STATUS_ERROR_WITHURL = 30
 WM_STATUS_RESTRICTED_LICENSE = 31
 WM_STATUS_BACKUPRESTORE_PROGRESS = 256
+WM_OPERATION_NONE = 0
 WM_OPERATION_BACKUP = 1
 WM_OPERATION_RESTORE = 2
 WM_OPERATION_RELEASE = 3
 
 ENUMS: Dict[str, List[Tuple[str, int]]] = {
     'wm_status': [('WM_STATUS_ERROR', 0), ('WM_STATUS_BACKUPRESTORE_BEGIN', 21), ('WM_STATUS_BACKUPRESTORE_END', 27), ('WM_STATUS_BACKUPRESTORE_CONNECTING', 28), ('WM_STATUS_BACKUPRESTORE_DISCONNECTING', 29), ('WM_STATUS_ERROR_WITHURL', 30), ('WM_STATUS_RESTRICTED_LICENSE', 31), ('WM_STATUS_BACKUPRESTORE_PROGRESS', 256)],
-    'wm_operation': [('WM_OPERATION_BACKUP', 1), ('WM_OPERATION_RESTORE', 2), ('WM_OPERATION_RELEASE', 3)],
+    'wm_operation': [('WM_OPERATION_NONE', 0), ('WM_OPERATION_BACKUP', 1), ('WM_OPERATION_RESTORE', 2), ('WM_OPERATION_RELEASE', 3)],
 }
 
 STRUCTS: Dict[str, List[Tuple[str, str]]] = {
     'wm_event': [('struct_size', 'uint32_t'), ('status', 'enum wm_status'), ('hr', 'wm_hresult'), ('operation', 'enum wm_operation'), ('key_id', 'const uint8_t *'), ('key_id_len', 'size_t'), ('title', 'const char *'), ('processed', 'uint64_t'), ('total', 'uint64_t'), ('skipped', 'uint64_t'), ('message', 'const char *'), ('devices_used', 'uint32_t'), ('device_limit', 'uint32_t')],
+    'wm_result': [('struct_size', 'uint32_t'), ('operation', 'enum wm_operation'), ('hr', 'wm_hresult'), ('processed', 'uint64_t'), ('total', 'uint64_t'), ('skipped', 'uint64_t'), ('devices_used', 'uint32_t'), ('device_limit', 'uint32_t')],
     'wm_license': [('key_id', 'const uint8_t *'), ('key_id_len', 'size_t'), ('content_key', 'const uint8_t *'), ('content_key_len', 'size_t'), ('title', 'const char *'), ('rights', 'uint32_t'), ('play_count', 'int32_t'), ('begin_date', 'int64_t'), ('expiration_date', 'int64_t'), ('issued_at', 'int64_t')],
 }
 
@@ -176,6 +178,7 @@ FUNCTIONS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
     'wm_backup_restorer_release': ('wm_hresult', [('restorer', 'struct wm_backup_restorer *'), ('flags', 'uint32_t')]),
     'wm_backup_restorer_cancel_release': ('wm_hresult', [('restorer', 'struct wm_backup_restorer *')]),
     'wm_backup_restorer_wait': ('wm_hresult', [('restorer', 'struct wm_backup_restorer *'), ('timeout_ms', 'uint32_t')]),
+    'wm_backup_restorer_last_result': ('wm_hresult', [('restorer', 'struct wm_backup_restorer *'), ('out', 'struct wm_result *')]),
     'wm_hresult_message': ('const char *', [('hr', 'wm_hresult')]),
     'wm_license_store_open': ('wm_hresult', [('path', 'const char *'), ('out_store', 'struct wm_license_store **')]),
     'wm_license_store_close': ('void', [('store', 'struct wm_license_store *')]),

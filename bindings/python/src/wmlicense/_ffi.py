@@ -93,6 +93,7 @@ for _name, (_ret, _params) in _decls.FUNCTIONS.items():
     _f.argtypes = [ctype(t) for _, t in _params]
 
 wm_event = types["wm_event"]
+wm_result = types["wm_result"]
 wm_license = types["wm_license"]
 wm_status_callback = types["wm_status_callback"]
 wm_license_visitor = types["wm_license_visitor"]
