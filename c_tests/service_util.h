@@ -203,7 +203,10 @@ static inline int wsvc_start(wsvc *s, const char *bin, const char *data, const c
     fprintf(stderr, "wsvc_start: unexpected first line of %s: \"%s\"\n", bin, buf);
     goto fail;
   }
-  snprintf(s->url, sizeof s->url, "%s", buf + strlen(prefix));
+  if (snprintf(s->url, sizeof s->url, "%s", buf + strlen(prefix)) >= (int)sizeof s->url) {
+    fprintf(stderr, "wsvc_start: the URL in \"%s\" is too long\n", buf);
+    goto fail;
+  }
   return 0;
 
 fail:

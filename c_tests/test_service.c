@@ -237,7 +237,10 @@ static int under_valgrind(void) {
 static int sh(const char *cmd, const char *log) {
   char full[4096];
   int st;
-  snprintf(full, sizeof full, "(%s) >>'%s' 2>&1", cmd, log);
+  if (snprintf(full, sizeof full, "(%s) >>'%s' 2>&1", cmd, log) >= (int)sizeof full) {
+    fprintf(stderr, "sh: the command is too long: %s\n", cmd);
+    return -1;
+  }
   fflush(stdout);
   fflush(stderr);
   st = system(full);

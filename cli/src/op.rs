@@ -105,6 +105,9 @@ fn run(
         if INTERRUPTED.load(Ordering::SeqCst) && !cancelled {
             cancelled = true;
             restorer.cancel(op);
+            // Said once the cancel is taken, so the person (or a script) knows the Ctrl-C
+            // arrived; END follows when the operation has stopped.
+            eprintln!("wmlicense: interrupted: cancelling the {}", op.name());
         }
     }
     if let Some(b) = &bar {

@@ -385,59 +385,138 @@ fn import_is_all_or_nothing() {
     );
 }
 
-/// Ctrl-C during a backup that replaces an older one: exit 1 with WM_E_OPERATION_CANCELED and
-/// the older backup byte for byte as it was.
+/// Ctrl-C during a backup that replaces an older one: the Ctrl-C is acknowledged on stderr,
+/// END says WM_E_OPERATION_CANCELED, exit 1, and the older backup is byte for byte as it was,
+/// with no temporary file left.
+///
+/// The backup is held at a known point whatever the engine's speed (a backup of a few thousand
+/// licenses takes a millisecond): its standard output is a one-page pipe this test fills but
+/// for the exact length of the BEGIN line, so the next event (the RESTRICTED_LICENSE of the
+/// license without the backup right, or a PROGRESS) blocks the operation in its callback, in
+/// the middle of the license stream, after the temporary file exists. The test reads nothing
+/// until the CLI has said that it took the Ctrl-C.
+#[cfg(target_os = "linux")]
 #[test]
 fn ctrl_c_mid_backup_leaves_the_previous_backup() {
+    use std::io::{BufRead, Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+
     let h = Home::new("sigint");
     let mut lines = String::new();
-    for i in 0..120_000u32 {
+    for i in 0..5_000u32 {
         lines.push_str(&format!(
             "{{\"key_id\":\"{i:08x}\",\"content_key\":\"{CONTENT_KEY}\"}}\n"
         ));
     }
     std::fs::write(h.path("in.jsonl"), lines).unwrap();
     assert!(h.run(&["import", &h.path("in.jsonl")]).status.success());
-    assert!(h.run(&["backup", "--to", &h.path("bk")]).status.success());
+    // The first backup also measures the BEGIN line, which is the same for every backup.
+    let first = h.run(&["--json", "backup", "--to", &h.path("bk")]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let begin_line = format!("{}\n", stdout(&first).lines().next().unwrap());
     let before = std::fs::read(h.path("bk/licenses.wmlb")).unwrap();
-    assert!(h
-        .run(&["put", "--key-id", "ff", "--content-key", "01"])
-        .status
-        .success());
+    // One license in the middle of the stream loses the backup right.
+    let put = h.run(&[
+        "put",
+        "--key-id",
+        "00000800",
+        "--content-key",
+        "01",
+        "--rights",
+        "playback",
+    ]);
+    assert!(put.status.success(), "{}", stderr(&put));
+
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array, which this test then owns.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let capacity = unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, page as libc::c_int) };
+    assert_eq!(capacity as usize, page, "a pipe of one page");
+    let mut filler = " ".repeat(page - begin_line.len() - 1);
+    filler.push('\n');
+    let mut writer = std::fs::File::from(write_end);
+    writer.write_all(filler.as_bytes()).unwrap();
     let mut child = h
         .cmd()
         .args(["--json", "backup", "--overwrite", "--to", &h.path("bk")])
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(writer))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Interrupt once licenses flow: at the first PROGRESS (100 ms in, of a longer backup).
-    use std::io::BufRead;
-    let mut events = Vec::new();
-    let mut sent = None;
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
-        let ev: Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if ev["status"] == "BACKUPRESTORE_PROGRESS" && sent.is_none() {
-            sent = Some(Instant::now());
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // (The Command and its copy of the write end are gone: the child holds the only one.)
+
+    // The backup is under way once its temporary file exists; it then blocks at its next event.
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let is_temp = |n: &str| n.starts_with(".licenses.wmlb.") && n.ends_with(".tmp");
+    loop {
+        let temp = std::fs::read_dir(h.path("bk"))
+            .unwrap()
+            .any(|e| is_temp(&e.unwrap().file_name().to_string_lossy()));
+        if temp {
+            break;
         }
-        events.push(ev);
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the backup ended ({status}) before it could be held");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup never started its file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    let o = child.wait_with_output().unwrap();
-    let sent = sent.expect("the backup ended before its first PROGRESS: make it bigger");
-    eprintln!(
-        "exit {:?} {:.1} ms after SIGINT",
-        o.status.code(),
-        sent.elapsed().as_secs_f64() * 1e3
+    // SAFETY: kill with a live child's PID.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "stderr ended without acknowledging the Ctrl-C: {said}"
+        );
+        said.push_str(&line);
+        if line.contains("wmlicense: interrupted: cancelling the backup") {
+            break;
+        }
+    }
+    // Let the operation go on: it must now see the cancel before it moves the file into place.
+    let mut out = String::new();
+    std::fs::File::from(read_end)
+        .read_to_string(&mut out)
+        .unwrap();
+    err.read_to_string(&mut said).unwrap();
+    let status = child.wait().unwrap();
+
+    let events: Vec<Value> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.first(),
+        Some(&"BACKUPRESTORE_BEGIN"),
+        "{statuses:?}"
     );
-    let end = events.pop().unwrap();
-    assert_eq!(end["status"], "BACKUPRESTORE_END");
-    assert_eq!(end["hr"], "0xC00D2768");
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(statuses.last(), Some(&"BACKUPRESTORE_END"), "{statuses:?}");
     assert!(
-        stderr(&o).contains("0xC00D2768 WM_E_OPERATION_CANCELED"),
-        "{}",
-        stderr(&o)
+        statuses[1..statuses.len() - 1]
+            .iter()
+            .all(|s| *s == "RESTRICTED_LICENSE" || *s == "BACKUPRESTORE_PROGRESS"),
+        "{statuses:?}"
+    );
+    let end = events.last().unwrap();
+    assert_eq!(end["hr"], "0xC00D2768", "{end}");
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("0xC00D2768 WM_E_OPERATION_CANCELED"),
+        "{said}"
     );
     assert_eq!(std::fs::read(h.path("bk/licenses.wmlb")).unwrap(), before);
     // Nothing but the backup and the directory's lock file: no half-written temporary.
