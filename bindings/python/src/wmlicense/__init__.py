@@ -86,8 +86,10 @@ class Status(enum.IntEnum):
 
 
 class OperationKind(enum.IntEnum):
-    """Which operation an event belongs to (``wm_operation``)."""
+    """Which operation an event belongs to (``wm_operation``; ``NONE`` only in a result read
+    before any operation finished)."""
 
+    NONE = C.WM_OPERATION_NONE
     BACKUP = C.WM_OPERATION_BACKUP
     RESTORE = C.WM_OPERATION_RESTORE
     RELEASE = C.WM_OPERATION_RELEASE
