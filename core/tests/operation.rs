@@ -243,7 +243,7 @@ fn a_second_start_while_running_is_busy_and_a_cancel_at_begin_ends_it_cancelled(
     assert_eq!(r.phase(), Phase::Running);
     let busy = r.backup(BackupOptions { overwrite: true }).unwrap_err();
     assert_eq!(code::of(&busy), code::E_BACKUPRESTORE_BUSY);
-    assert_eq!(r.wait(Some(Duration::from_millis(1))).unwrap(), false);
+    assert!(!r.wait(Some(Duration::from_millis(1))).unwrap());
     // A cancel of another kind finds nothing; of this kind, it is taken.
     assert!(!r.cancel(Operation::Restore));
     assert!(r.cancel(Operation::Backup));

@@ -14,15 +14,16 @@
 //!   pool's follow-up) is the slot's `held` operation.
 
 mod control;
+mod event;
 mod outcome;
 pub(crate) mod slot;
 pub(crate) mod wait;
 
 pub use control::{AfterEnd, CancelToken, Control, Interrupts};
+pub use event::{Counters, Event, Reporter};
 pub use outcome::{LastResult, Outcome};
 
 use crate::code::{self, Code};
-use crate::engine::Event;
 
 /// What an operation does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,9 +1,8 @@
 //! How an operation ended: its [`Outcome`], the one mapping from it to END's result code, and
 //! the [`LastResult`] record a restorer keeps of the last operation that finished.
 
-use super::OperationKind;
+use super::{Counters, OperationKind};
 use crate::code::{self, Code};
-use crate::engine::Counters;
 use crate::error::{Error, Result};
 
 /// How one operation ended, as END reports it.
