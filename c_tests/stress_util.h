@@ -66,6 +66,10 @@ typedef struct wms_recorder {
   int bad_struct_size;    /* set when an event's struct_size was not sizeof(wm_event) */
   int on_main_thread;     /* set when an event came on the main thread (it must come on a worker) */
   wms_hook hook;          /* optional */
+  /* Holding the operation at a known point (wms_hold_at): the callback of the first event with
+     status `hold_on` blocks until wms_release(). */
+  wm_status hold_on;
+  int hold_armed, held, released;
   wm_backup_restorer *restorer; /* for hooks */
   void *user;             /* for hooks */
 } wms_recorder;
@@ -137,6 +141,15 @@ static inline void wms_record(const wm_event *e, void *context) {
   if (rec->hook) rec->hook(rec, e, index);
 
   pthread_mutex_lock(&rec->mu);
+  if (rec->hold_armed && e->status == rec->hold_on) {
+    rec->hold_armed = 0;
+    rec->held = 1;
+    pthread_cond_broadcast(&rec->cv);
+    while (!rec->released) pthread_cond_wait(&rec->cv, &rec->mu);
+  }
+  pthread_mutex_unlock(&rec->mu);
+
+  pthread_mutex_lock(&rec->mu);
   rec->in_callback--;
   pthread_mutex_unlock(&rec->mu);
 }
@@ -163,24 +176,70 @@ static inline int wms_wait_ends(wms_recorder *rec, size_t ends, unsigned timeout
   return ok;
 }
 
-/* Waits until a PROGRESS with processed < total (a running operation) or an END arrived.
-   Returns 1 for such a PROGRESS, 0 for END or timeout. */
-static inline int wms_wait_running_progress(wms_recorder *rec, unsigned timeout_ms) {
+/* Holds the next operation at a known point, so that a test of "while it runs" does not depend
+   on how fast the engine is: the callback of the first event with `status` (say the
+   RESTRICTED_LICENSE of a license in the middle of a backup's stream) blocks until
+   wms_release(). */
+static inline void wms_hold_at(wms_recorder *rec, wm_status status) {
+  pthread_mutex_lock(&rec->mu);
+  rec->hold_on = status;
+  rec->hold_armed = 1;
+  rec->held = rec->released = 0;
+  pthread_mutex_unlock(&rec->mu);
+}
+
+/* Waits until the operation is held (1), or an END came first or `timeout_ms` passed (0). */
+static inline int wms_wait_held(wms_recorder *rec, unsigned timeout_ms) {
   double deadline = wms_now_ms() + timeout_ms;
-  size_t seen = 0;
   for (;;) {
-    int found = 0, ended = 0;
+    int held, ended;
     pthread_mutex_lock(&rec->mu);
-    for (; seen < rec->count; seen++) {
-      const wms_event *ev = &rec->events[seen];
-      if (ev->status == WM_STATUS_BACKUPRESTORE_END) ended = 1;
-      if (ev->status == WM_STATUS_BACKUPRESTORE_PROGRESS && ev->processed < ev->total) found = 1;
-    }
+    held = rec->held;
+    ended = rec->ends > 0;
     pthread_mutex_unlock(&rec->mu);
-    if (found) return 1;
+    if (held) return 1;
     if (ended || wms_now_ms() > deadline) return 0;
     wms_sleep_ms(1);
   }
+}
+
+/* Lets the held callback return. */
+static inline void wms_release(wms_recorder *rec) {
+  pthread_mutex_lock(&rec->mu);
+  rec->released = 1;
+  pthread_cond_broadcast(&rec->cv);
+  pthread_mutex_unlock(&rec->mu);
+}
+
+typedef struct {
+  wms_recorder *rec;
+  unsigned ms;
+} wms_release_job;
+
+static inline void *wms_release_thread(void *arg) {
+  wms_release_job *job = (wms_release_job *)arg;
+  wms_sleep_ms(job->ms);
+  wms_release(job->rec);
+  free(job);
+  return NULL;
+}
+
+/* Releases the held callback `ms` after this call, from another thread: for a call that itself
+   waits for the operation's END (destroy), made right after this one. */
+static inline void wms_release_after(wms_recorder *rec, unsigned ms) {
+  pthread_t t;
+  wms_release_job *job = (wms_release_job *)malloc(sizeof *job);
+  if (!job) {
+    fprintf(stderr, "wms_release_after: out of memory\n");
+    exit(1);
+  }
+  job->rec = rec;
+  job->ms = ms;
+  if (pthread_create(&t, NULL, wms_release_thread, job) != 0) {
+    fprintf(stderr, "wms_release_after: pthread_create failed\n");
+    exit(1);
+  }
+  pthread_detach(t);
 }
 
 /* Copies the recorded events (at most `max`) to `out` under the lock; returns the count. */

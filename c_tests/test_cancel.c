@@ -5,9 +5,15 @@
    Then an overwriting backup into the same directory is cancelled while it streams: END carries
    WM_E_OPERATION_CANCELED with processed < total, it is the one and last event, A is still there
    byte for byte and no temporary file is left. Then a restore of A into a store with 3 licenses
-   of its own is cancelled while it imports: the store is exactly as before. A full restore
-   afterwards works (the store is usable after a cancel). The time from the cancel call to END
-   is printed, not asserted. */
+   of its own is cancelled once the service has granted it: the store is exactly as before. A
+   full restore afterwards works (the store is usable after a cancel). The time from the cancel
+   call to END is printed, not asserted.
+
+   Whatever the engine's speed, each cancel lands while the operation runs: the operation is held
+   at a known point (wms_hold_at) until the cancel is in. The backup is held in the callback of
+   the RESTRICTED_LICENSE of the one license in the middle of the store that has lost its backup
+   right (the temporary file is half written then), the restore in the callback of
+   DISCONNECTING. */
 #include "stress_util.h"
 
 #define OWN_FIRST 90000000u /* key IDs of the target store's own licenses */
@@ -62,16 +68,19 @@ int main(void) {
   }
   printf("  backup A: %zu bytes\n", backup_a_len);
 
-  /* ---- cancelled overwriting backup */
+  /* ---- cancelled overwriting backup, held in the middle of its stream */
+  wms_fill_store(src, n / 2, 1, WM_RIGHT_PLAYBACK, 0, 0);
   wms_recorder_reset(&rec);
+  wms_hold_at(&rec, WM_STATUS_RESTRICTED_LICENSE);
   t = wms_now_ms();
   CHECK_HR(wm_backup_restorer_backup(r, WM_BACKUP_OVERWRITE), WM_S_OK);
-  running = wms_wait_running_progress(&rec, 60000);
+  running = wms_wait_held(&rec, 60000);
   CHECK(running);
   /* Nothing to do for the other kind of operation. */
   CHECK_HR(wm_backup_restorer_cancel_restore(r), WM_S_FALSE);
   cancel_at = wms_now_ms();
   CHECK_HR(wm_backup_restorer_cancel_backup(r), WM_S_OK);
+  wms_release(&rec);
   if (!wms_wait_ends(&rec, 1, 60000)) {
     fprintf(stderr, "the cancelled backup sent no END within 60 s\n");
     wms_dump_events(&rec, "cancelled backup");
@@ -106,12 +115,14 @@ int main(void) {
   REQUIRE_OK(wms_set_prop(r, WM_PROP_STORE_PATH, target));
   wms_recorder_reset(&rec);
   t = wms_now_ms();
+  wms_hold_at(&rec, WM_STATUS_BACKUPRESTORE_DISCONNECTING);
   CHECK_HR(wm_backup_restorer_restore(r, 0), WM_S_OK);
-  running = wms_wait_running_progress(&rec, 60000);
+  running = wms_wait_held(&rec, 60000);
   CHECK(running);
   CHECK_HR(wm_backup_restorer_cancel_backup(r), WM_S_FALSE);
   cancel_at = wms_now_ms();
   CHECK_HR(wm_backup_restorer_cancel_restore(r), WM_S_OK);
+  wms_release(&rec);
   if (!wms_wait_ends(&rec, 1, 60000)) {
     fprintf(stderr, "the cancelled restore sent no END within 60 s\n");
     wms_dump_events(&rec, "cancelled restore");
@@ -123,8 +134,7 @@ int main(void) {
   CHECK_HR(wm_backup_restorer_wait(r, WM_INFINITE), WM_S_OK);
   wms_sleep_ms(150);
   CHECK_HR(end.hr, WM_E_OPERATION_CANCELED);
-  CHECK(end.processed < end.total);
-  CHECK(end.total == n);
+  CHECK(end.processed == 0); /* cancelled before the first license was imported */
   wms_check_shape(&rec, WM_OPERATION_RESTORE, "cancelled restore");
   {
     wms_event evs[4];
