@@ -315,6 +315,8 @@ fn spawn_serve(dir: &Path, o: &ServeOptions) -> Replica {
     if let Some(r) = o.rate_limit {
         cmd.args(["--rate-limit", &r.to_string()]);
     }
+    // Every client of these tests is on 127.0.0.1: the per-client limit is tests/limits.rs's.
+    cmd.args(["--client-rate-limit", "0"]);
     let log = fs::File::create(dir.join("stderr.log")).unwrap();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -7,7 +7,9 @@ use super::pipeline::{self, Feed};
 use super::{BackupJob, Cancel, Counters, Event, Reporter};
 use crate::crypto::{self, SealedKey, SecretSealer};
 use crate::error::{Error, Result};
-use crate::format::{BackupWriter, Header, BACKUP_FILE, DEFAULT_CHUNK_SIZE, MAX_LINEAGES, VERSION};
+use crate::format::{
+    BackupWriter, Header, BACKUP_FILE, DEFAULT_CHUNK_SIZE, MAX_BACKUP_LINEAGES, VERSION,
+};
 use crate::fsutil::{self, FileLock};
 use crate::license::{unix_now, LicenseRef};
 use crate::store::Store;
@@ -210,9 +212,10 @@ pub fn backup(
         if lineages.is_empty() {
             lineages.push(lineage_id);
         }
-        if lineages.len() > MAX_LINEAGES {
-            return Err(Error::BackupRestore(format!(
-                "the store's licenses come from {} lineages; a backup holds at most {MAX_LINEAGES}",
+        if lineages.len() > MAX_BACKUP_LINEAGES {
+            return Err(Error::InvalidArg(format!(
+                "the store's licenses come from {} lineages; a backup holds at most \
+                 {MAX_BACKUP_LINEAGES}",
                 lineages.len()
             )));
         }
