@@ -70,7 +70,7 @@ start_service() {
   local data=$1
   shift
   mkdir -p "$data"
-  "$bin" serve --listen 127.0.0.1:0 --data "$data" --device-limit 1000000 --rate-limit 0 "$@" \
+  "$bin" serve --listen 127.0.0.1:0 --data "$data" --device-limit 1000000 --rate-limit 0 --client-rate-limit 0 "$@" \
     >"$data.out" 2>"$data.log" &
   pids+=($!)
   local i line
