@@ -22,7 +22,7 @@ mode=${WMLICENSE_BENCH_MODE:-new}
 jobs=${WMLICENSE_JOBS:-2}
 
 echo "== building (release)" >&2
-cargo build --release -p wmlicense-service --examples -j "$jobs" >&2
+cargo build --release -p wmlicense-service --bins --examples -j "$jobs" >&2
 bin=$PWD/target/release/wmlicense-service
 bench=$PWD/target/release/examples/grant_bench
 
