@@ -22,7 +22,7 @@ mode=${WMLICENSE_BENCH_MODE:-new}
 jobs=${WMLICENSE_JOBS:-2}
 
 echo "== building (release)" >&2
-cargo build --release -p wmlicense-service --examples -j "$jobs" >&2
+cargo build --release -p wmlicense-service --bins --examples -j "$jobs" >&2
 bin=$PWD/target/release/wmlicense-service
 bench=$PWD/target/release/examples/grant_bench
 
@@ -70,7 +70,7 @@ start_service() {
   local data=$1
   shift
   mkdir -p "$data"
-  "$bin" serve --listen 127.0.0.1:0 --data "$data" --device-limit 1000000 --rate-limit 0 "$@" \
+  "$bin" serve --listen 127.0.0.1:0 --data "$data" --device-limit 1000000 --rate-limit 0 --client-rate-limit 0 "$@" \
     >"$data.out" 2>"$data.log" &
   pids+=($!)
   local i line

@@ -38,6 +38,10 @@ pub const HEADER_V2_FIXED_LEN: usize = HEADER_CORE_LEN + 4 + ENCAPPED_LEN + SEAL
 pub const MAX_HEADER_LEN: usize = u16::MAX as usize;
 /// The most lineages a version 2 header holds (so that it stays within [`MAX_HEADER_LEN`]).
 pub const MAX_LINEAGES: usize = (MAX_HEADER_LEN - HEADER_V2_FIXED_LEN) / 16;
+/// The most lineages a backup is written with, and a License Management Service decides on
+/// (SPEC §5.8: it bounds the ledger work of one anonymous request). Readers still parse up to
+/// [`MAX_LINEAGES`]; a service refuses more than this with `too_many_lineages`.
+pub const MAX_BACKUP_LINEAGES: usize = 1024;
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 /// Chunk sizes a reader accepts: large enough for the largest record, small enough to bound
 /// the memory a hostile file can make us allocate.
@@ -150,9 +154,9 @@ impl Header {
                 self.version
             )));
         }
-        if self.lineages.is_empty() || self.lineages.len() > MAX_LINEAGES {
-            return Err(Error::BackupRestore(format!(
-                "a backup holds 1 to {MAX_LINEAGES} lineages, not {}",
+        if self.lineages.is_empty() || self.lineages.len() > MAX_BACKUP_LINEAGES {
+            return Err(Error::InvalidArg(format!(
+                "a backup holds 1 to {MAX_BACKUP_LINEAGES} lineages, not {}",
                 self.lineages.len()
             )));
         }

@@ -7,20 +7,16 @@
 //! wmlicense-service audit ...
 //! ```
 
-mod ledger;
-mod metrics;
-mod pg;
-mod ratelimit;
-mod server;
-
 use clap::{Args, Parser, Subcommand};
-use ledger::AnyLedger;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use wmlicense_core::service::{hex, hex_array, Authority, Device, KeyRing, Policy};
+use wmlicense_service::ledger::AnyLedger;
+use wmlicense_service::net::{self, Cidr, Limits};
+use wmlicense_service::{app, server, Config};
 
 #[derive(Parser)]
 #[command(
@@ -104,9 +100,43 @@ struct ServeArgs {
     /// Requests a lineage may make at once before the rate applies.
     #[arg(long, value_name = "N", default_value_t = 50)]
     rate_burst: u32,
+    /// Anonymous requests (grant, release, reset) per second per client address before 429,
+    /// checked before any other work; 0: no limit.
+    /// A header of more than 16 lineages counts as one request per 16.
+    #[arg(long, value_name = "N", default_value_t = 5.0)]
+    client_rate_limit: f64,
+    /// Anonymous requests a client may make at once before its rate applies.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    client_rate_burst: u32,
+    /// A reverse proxy (ADDR/BITS, repeatable) whose X-Forwarded-For names the client that
+    /// the per-client rate limit counts.
+    #[arg(long, value_name = "CIDR")]
+    trusted_proxy: Vec<Cidr>,
+    /// Seconds a request's headers may take, and an idle keep-alive connection may wait for
+    /// its next request, before the connection is closed.
+    #[arg(long, value_name = "S", default_value_t = 10.0, value_parser = seconds)]
+    header_timeout: f64,
+    /// Seconds a request's body may take to arrive before 408 and the connection closed.
+    #[arg(long, value_name = "S", default_value_t = 30.0, value_parser = seconds)]
+    body_timeout: f64,
+    /// Connections open at once (more wait until one closes).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds SIGTERM waits for requests in flight.
+    #[arg(long, value_name = "S", default_value_t = 30.0, value_parser = seconds)]
+    drain_timeout: f64,
     /// PostgreSQL connections of this replica.
     #[arg(long, value_name = "N", default_value_t = 16)]
     db_connections: usize,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?}: a number of seconds, more than 0 and at most 86400"
+        )),
+    }
 }
 
 #[derive(Subcommand)]
@@ -273,63 +303,53 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         reset_window_days: args.reset_window_days,
         help_url: args.help_url.clone(),
     };
-    let authority = open_authority(&args.ledger, policy, args.db_connections)?;
+    let authority = Arc::new(open_authority(&args.ledger, policy, args.db_connections)?);
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (Some(c), Some(k)) => Some(net::tls_acceptor(c, k)?),
         _ => None,
     };
-    let state = Arc::new(server::AppState {
-        authority: Arc::new(authority),
-        metrics: metrics::Metrics::default(),
-        limiter: ratelimit::RateLimiter::new(args.rate_limit, args.rate_burst),
+    let router = app(Config {
         admin_token,
+        rate_limit: args.rate_limit,
+        rate_burst: args.rate_burst,
+        client_rate_limit: args.client_rate_limit,
+        client_rate_burst: args.client_rate_burst,
+        trusted_proxies: args.trusted_proxy.clone(),
+        body_timeout: Duration::from_secs_f64(args.body_timeout),
+        ..Config::new(authority.clone())
     });
+    let limits = Limits {
+        header_timeout: Duration::from_secs_f64(args.header_timeout),
+        max_connections: args.max_connections as usize,
+        drain_timeout: Duration::from_secs_f64(args.drain_timeout),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async move {
-        let app = server::router(state);
-        let handle = axum_server::Handle::new();
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        {
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                if let Some(a) = handle.listening().await {
-                    let mut out = std::io::stdout();
-                    let _ = writeln!(out, "wmlicense-service listening on {scheme}://{a}");
-                    let _ = out.flush();
-                    tracing::info!(address = %a, scheme, "listening");
-                }
-            });
-        }
-        {
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                tracing::info!("shutting down: draining requests in flight");
-                handle.graceful_shutdown(Some(Duration::from_secs(30)));
-            });
-        }
-        let served = match tls {
-            Some((cert, key)) => {
-                let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
-                    .await
-                    .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
-                axum_server::bind_rustls(addr, config)
-                    .handle(handle)
-                    .serve(app.into_make_service())
-                    .await
-            }
-            None => {
-                axum_server::bind(addr)
-                    .handle(handle)
-                    .serve(app.into_make_service())
-                    .await
-            }
-        };
-        served.map_err(|e| format!("cannot serve on {addr}: {e}"))
-    })
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "wmlicense-service listening on {scheme}://{local}");
+        let _ = out.flush();
+        tracing::info!(address = %local, scheme, "listening");
+        net::serve(listener, router, tls, limits, shutdown_signal()).await;
+        Ok::<(), String>(())
+    });
+    // Every task (and its share of the service) goes with the runtime; the service itself is
+    // dropped after it, outside the runtime: the PostgreSQL ledger's blocking client must not
+    // be dropped inside one.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(authority);
+    served?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn shutdown_signal() {

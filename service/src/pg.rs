@@ -210,7 +210,83 @@ fn id16(v: Vec<u8>) -> Result<[u8; 16]> {
         .map_err(|_| pg_err("an ID in the ledger is not 16 bytes"))
 }
 
+fn slices(lineages: &[[u8; 16]]) -> Vec<&[u8]> {
+    lineages.iter().map(|l| &l[..]).collect()
+}
+
 impl LedgerTx for PgTx<'_, '_> {
+    fn states(
+        &mut self,
+        lineages: &[[u8; 16]],
+        device: &[u8],
+        since: i64,
+    ) -> Result<Vec<(bool, u64)>> {
+        // One round trip for every lineage of the request.
+        let st = self.st(
+            "SELECT EXISTS (SELECT 1 FROM devices d WHERE d.lineage_id = t.l AND d.device = $2
+                            AND d.first_grant >= $3),
+                    (SELECT COUNT(*) FROM devices d WHERE d.lineage_id = t.l
+                     AND d.first_grant >= $3)
+             FROM unnest($1::BYTEA[]) WITH ORDINALITY AS t(l, i) ORDER BY t.i",
+        )?;
+        Ok(self
+            .tx
+            .query(&st, &[&slices(lineages), &device, &since])
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    fn count_devices(&mut self, lineages: &[[u8; 16]], device: &[u8], now: i64) -> Result<()> {
+        if lineages.is_empty() {
+            return Ok(());
+        }
+        let st = self.st("INSERT INTO devices (lineage_id, device, first_grant)
+             SELECT l, $2, $3 FROM unnest($1::BYTEA[]) AS t(l)
+             ON CONFLICT (lineage_id, device) DO UPDATE SET first_grant = excluded.first_grant")?;
+        self.tx
+            .execute(&st, &[&slices(lineages), &device, &now])
+            .map(drop)
+            .map_err(pg_err)
+    }
+
+    fn remove_device_everywhere(&mut self, device: &[u8]) -> Result<u64> {
+        let st = self.st("DELETE FROM devices WHERE device = $1")?;
+        self.tx.execute(&st, &[&device]).map_err(pg_err)
+    }
+
+    fn audit_all(&mut self, records: &[AuditRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let st = self.st(
+            "INSERT INTO audit (at, action, lineage_id, device, request_id, outcome, detail)
+             SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::BYTEA[], $4::BYTEA[],
+                                  $5::BYTEA[], $6::TEXT[], $7::TEXT[])",
+        )?;
+        let at: Vec<i64> = records.iter().map(|a| a.at).collect();
+        let action: Vec<&str> = records.iter().map(|a| a.action.as_str()).collect();
+        let lineage: Vec<Option<&[u8]>> = records
+            .iter()
+            .map(|a| a.lineage_id.as_ref().map(|l| &l[..]))
+            .collect();
+        let device: Vec<Option<&[u8]>> = records.iter().map(|a| a.device.as_deref()).collect();
+        let request: Vec<Option<&[u8]>> = records
+            .iter()
+            .map(|a| a.request_id.as_ref().map(|l| &l[..]))
+            .collect();
+        let outcome: Vec<&str> = records.iter().map(|a| a.outcome.as_str()).collect();
+        let detail: Vec<&str> = records.iter().map(|a| a.detail.as_str()).collect();
+        self.tx
+            .execute(
+                &st,
+                &[&at, &action, &lineage, &device, &request, &outcome, &detail],
+            )
+            .map(drop)
+            .map_err(pg_err)
+    }
+
     fn request(&mut self, id: &[u8; 16]) -> Result<Option<RequestRecord>> {
         let st = self.st(
             "SELECT kind, lineages, device, outcome, result, at FROM service_requests
@@ -231,7 +307,10 @@ impl LedgerTx for PgTx<'_, '_> {
     fn put_request(&mut self, r: &RequestRecord) -> Result<()> {
         let st = self.st(
             "INSERT INTO service_requests (request_id, kind, lineages, device, outcome, result,
-             at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (request_id) DO UPDATE SET kind = excluded.kind,
+             lineages = excluded.lineages, device = excluded.device,
+             outcome = excluded.outcome, result = excluded.result, at = excluded.at",
         )?;
         self.tx
             .execute(
@@ -373,15 +452,21 @@ impl Ledger for PgLedger {
                 statements: &mut c.statements,
             };
             // The request first, then the lineages in ascending key order: every transaction
-            // takes its locks in one global order.
+            // takes its locks in one global order (unnest yields the array in its order, and
+            // the function is called row by row: one round trip for all the lineages).
             let lock = t.st("SELECT pg_advisory_xact_lock($1, $2)")?;
             t.tx.execute(&lock, &[&LOCK_REQUEST, &lock_key(request_id)])
                 .map_err(pg_err)?;
             let mut keys: Vec<i32> = lineages.iter().map(lock_key).collect();
             keys.sort_unstable();
             keys.dedup();
-            for k in keys {
-                t.tx.execute(&lock, &[&LOCK_LINEAGE, &k]).map_err(pg_err)?;
+            if !keys.is_empty() {
+                let locks = t.st(
+                    "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::INT4[]) WITH ORDINALITY
+                     AS t(k, i) ORDER BY t.i",
+                )?;
+                t.tx.execute(&locks, &[&LOCK_LINEAGE, &keys])
+                    .map_err(pg_err)?;
             }
             let out = f(&mut t)?;
             t.tx.commit().map_err(pg_err)?;

@@ -38,6 +38,8 @@ impl Service {
             .arg(dir.join("data"))
             .arg("--admin-token-file")
             .arg(&token)
+            // Many requests from one address here: tests/limits.rs is about the client limit.
+            .args(["--client-rate-limit", "0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -315,6 +315,8 @@ fn spawn_serve(dir: &Path, o: &ServeOptions) -> Replica {
     if let Some(r) = o.rate_limit {
         cmd.args(["--rate-limit", &r.to_string()]);
     }
+    // Every client of these tests is on 127.0.0.1: the per-client limit is tests/limits.rs's.
+    cmd.args(["--client-rate-limit", "0"]);
     let log = fs::File::create(dir.join("stderr.log")).unwrap();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1108,4 +1110,38 @@ fn every_decision_on_postgresql() {
     assert!(!rows[0].get::<_, bool>(3) && !rows[0].get::<_, bool>(4));
     assert_eq!(rows[8].get::<_, String>(2), "2 devices freed");
     assert!(rows[8].get::<_, bool>(3));
+}
+
+/// A replica on PostgreSQL, after serving grants, with an idle keep-alive connection open:
+/// SIGTERM exits 0 (not an abort from dropping the database client inside the runtime), and
+/// without waiting out the drain timeout for the idle connection.
+#[test]
+fn sigterm_exits_zero_on_postgresql_with_an_idle_connection() {
+    let Some(server) = database_url("sigterm_exits_zero_on_postgresql_with_an_idle_connection")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&server);
+    let mut cluster = start_replicas("sigterm", &db, 1, limit(4));
+    let (header, data_key) = sealed_header(&service_key(cluster.url(0)));
+    let clients: Vec<Client> = (0..4).map(|_| Client::new(&header)).collect();
+    assert_eq!(grant_all(&clients, &cluster.urls(), &data_key), (4, 0));
+    let mut idle = TcpStream::connect(&cluster.replicas[0].addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    idle.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 12];
+    idle.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    // The default drain timeout is 30 s: an exit within 20 s did not wait for the idle one.
+    let status = cluster.replicas[0]
+        .terminate(Duration::from_secs(20))
+        .expect("SIGTERM: the replica did not exit within 20 s");
+    assert!(
+        status.success(),
+        "SIGTERM: the replica exited with {status}:\n{}",
+        tail(&cluster.replicas[0].stderr_log(), 20)
+    );
+    assert_eq!(db.device_count(&header.lineage_id), 4);
 }

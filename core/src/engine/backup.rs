@@ -8,7 +8,7 @@ use super::progress::ProgressClock;
 use super::{BackupJob, Control, Counters, Event, Reporter};
 use crate::crypto::{self, SealedKey, SecretSealer};
 use crate::error::{Error, Result};
-use crate::format::{BackupWriter, Header, DEFAULT_CHUNK_SIZE, MAX_LINEAGES, VERSION};
+use crate::format::{BackupWriter, Header, DEFAULT_CHUNK_SIZE, MAX_BACKUP_LINEAGES, VERSION};
 use crate::fsutil;
 use crate::license::{unix_now, LicenseRef};
 use crate::store::Store;
@@ -112,9 +112,10 @@ pub fn backup(
         if lineages.is_empty() {
             lineages.push(lineage_id);
         }
-        if lineages.len() > MAX_LINEAGES {
-            return Err(Error::BackupRestore(format!(
-                "the store's licenses come from {} lineages; a backup holds at most {MAX_LINEAGES}",
+        if lineages.len() > MAX_BACKUP_LINEAGES {
+            return Err(Error::InvalidArg(format!(
+                "the store's licenses come from {} lineages; a backup holds at most \
+                 {MAX_BACKUP_LINEAGES}",
                 lineages.len()
             )));
         }

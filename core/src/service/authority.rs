@@ -148,16 +148,21 @@ impl<L: Ledger> Authority<L> {
         device: &[u8],
         since: i64,
     ) -> Result<Vec<LineageState>> {
-        lineages
+        let st = tx.states(lineages, device, since)?;
+        if st.len() != lineages.len() {
+            return Err(Error::Internal(
+                "the ledger answered for other lineages than asked".into(),
+            ));
+        }
+        Ok(lineages
             .iter()
-            .map(|l| {
-                Ok(LineageState {
-                    lineage: *l,
-                    known: tx.device_counted(l, device, since)?,
-                    count: tx.lineage_count(l, since)?,
-                })
+            .zip(st)
+            .map(|(l, (known, count))| LineageState {
+                lineage: *l,
+                known,
+                count,
             })
-            .collect()
+            .collect())
     }
 
     /// The lineage to report: a refusing one first, else the fullest.
@@ -190,28 +195,44 @@ impl<L: Ledger> Authority<L> {
             .transaction(&req.request_id, &lineages, &mut |tx| {
                 let now = unix_now();
                 let since = self.since(now);
+                let st = self.state(tx, &lineages, &device, since)?;
+                let limit = self.limit();
+                let granted = st.iter().all(|s| s.known || s.count < limit);
+                let w = self.worst(&st).expect("at least one lineage");
                 if !req.dry_run {
                     if let Some(r) = tx.request(&req.request_id)? {
                         if r.kind != kind || r.lineages != lineages_bytes || r.device != device {
                             return Err(reused_request_id());
                         }
-                        let st = self.state(tx, &lineages, &device, since)?;
-                        let w = self.worst(&st).expect("at least one lineage");
-                        return Ok((r.outcome == "granted", w.lineage, self.count_of(Some(w))));
+                        // Replayed only while it still holds: a grant whose device is still
+                        // counted everywhere, a refusal that would still be refused. Else (the
+                        // device released its slot since, say) it is decided anew below.
+                        let holds = if r.outcome == "granted" {
+                            st.iter().all(|s| s.known)
+                        } else {
+                            !granted
+                        };
+                        if holds {
+                            return Ok((r.outcome == "granted", w.lineage, self.count_of(Some(w))));
+                        }
                     }
                 }
-                let st = self.state(tx, &lineages, &device, since)?;
-                let limit = self.limit();
-                let granted = st.iter().all(|s| s.known || s.count < limit);
-                let w = self.worst(&st).expect("at least one lineage");
                 let (worst_lineage, mut reported) = (w.lineage, self.count_of(Some(w)));
                 let outcome = if granted { "granted" } else { "refused" };
                 if !req.dry_run {
                     if granted {
-                        for s in st.iter().filter(|s| !s.known) {
-                            tx.count_device(&s.lineage, &device, now)?;
-                        }
-                        let after = self.state(tx, &lineages, &device, since)?;
+                        let new: Vec<[u8; 16]> =
+                            st.iter().filter(|s| !s.known).map(|s| s.lineage).collect();
+                        tx.count_devices(&new, &device, now)?;
+                        // Under the ledger's locks, so known without asking again.
+                        let after: Vec<LineageState> = st
+                            .iter()
+                            .map(|s| LineageState {
+                                lineage: s.lineage,
+                                known: true,
+                                count: s.count + u64::from(!s.known),
+                            })
+                            .collect();
                         reported = self.count_of(self.worst(&after));
                     }
                     tx.put_request(&RequestRecord {
@@ -224,8 +245,9 @@ impl<L: Ledger> Authority<L> {
                         at: now,
                     })?;
                 }
-                for s in &st {
-                    tx.audit(&AuditRecord {
+                let records: Vec<AuditRecord> = st
+                    .iter()
+                    .map(|s| AuditRecord {
                         at: now,
                         action: kind.into(),
                         lineage_id: Some(s.lineage),
@@ -238,8 +260,9 @@ impl<L: Ledger> Authority<L> {
                             limit,
                             hex(&req.header.backup_id)
                         ),
-                    })?;
-                }
+                    })
+                    .collect();
+                tx.audit_all(&records)?;
                 Ok((granted, worst_lineage, reported))
             })
     }
@@ -272,7 +295,6 @@ impl<L: Ledger> Authority<L> {
 
     /// Releases one device from every lineage it is counted for.
     fn decide_release(&self, req: &ReleaseRequest) -> Result<ReleaseReply> {
-        self.verify_release(req)?;
         let device = req.device().to_bytes();
         self.ledger.transaction(&req.request_id, &[], &mut |tx| {
             let now = unix_now();
@@ -288,11 +310,19 @@ impl<L: Ledger> Authority<L> {
                     // Rows whose device window ran out go too, but only the lineages the
                     // device still counted for were released (their licenses go).
                     let lineages = tx.device_lineages(&device, since)?;
-                    for l in tx.device_lineages(&device, i64::MIN)? {
-                        tx.remove_device(&l, &device)?;
+                    let removed = tx.remove_device_everywhere(&device)?;
+                    if lineages.is_empty() && removed == 0 {
+                        // Changes nothing: nothing is recorded (anyone can make a device key
+                        // and prove it, so recording it would let anyone grow the ledger); a
+                        // retry is decided anew, to the same answer while it still holds.
+                        return Ok(ReleaseReply {
+                            lineages,
+                            devices: DeviceCount::default(),
+                        });
                     }
-                    for l in &lineages {
-                        tx.audit(&AuditRecord {
+                    let records: Vec<AuditRecord> = lineages
+                        .iter()
+                        .map(|l| AuditRecord {
                             at: now,
                             action: "release".into(),
                             lineage_id: Some(*l),
@@ -300,8 +330,9 @@ impl<L: Ledger> Authority<L> {
                             request_id: Some(req.request_id),
                             outcome: "released".into(),
                             detail: String::new(),
-                        })?;
-                    }
+                        })
+                        .collect();
+                    tx.audit_all(&records)?;
                     if lineages.is_empty() {
                         tx.audit(&AuditRecord {
                             at: now,
@@ -310,7 +341,7 @@ impl<L: Ledger> Authority<L> {
                             device: Some(device.clone()),
                             request_id: Some(req.request_id),
                             outcome: "not-counted".into(),
-                            detail: String::new(),
+                            detail: "only rows past the device window were removed".into(),
                         })?;
                     }
                     tx.put_request(&RequestRecord {
@@ -337,7 +368,6 @@ impl<L: Ledger> Authority<L> {
 
     /// Frees every slot of the backup's lineages, once per reset window.
     fn decide_reset(&self, req: &ResetRequest) -> Result<ResetReply> {
-        self.open_header(&req.header)?;
         let lineages = req.header.policy_lineages();
         if lineages.is_empty() {
             return Err(Error::corrupt("the backup names no lineage"));
@@ -513,6 +543,31 @@ impl<L: Ledger> LicenseService for Authority<L> {
 
     fn grant(&self, req: &GrantRequest, _: Interrupt<'_>) -> Result<GrantReply> {
         let data_key = self.open_header(&req.header)?;
+        self.grant_opened(req, &data_key)
+    }
+
+    fn release(&self, req: &ReleaseRequest, _: Interrupt<'_>) -> Result<ReleaseReply> {
+        self.verify_release(req)?;
+        self.release_verified(req)
+    }
+
+    fn reset(&self, req: &ResetRequest, _: Interrupt<'_>) -> Result<ResetReply> {
+        self.open_header(&req.header)?;
+        self.reset_verified(req)
+    }
+}
+
+impl<L: Ledger> Authority<L> {
+    /// Opens the data key of a backup's header (only a header this service sealed, unaltered,
+    /// opens): what [`Self::grant_opened`] and [`Self::reset_verified`] need first.
+    pub fn open_data_key(&self, header: &Header) -> Result<[u8; KEY_LEN]> {
+        self.open_header(header)
+    }
+
+    /// A grant whose header's data key `data_key` was opened by [`Self::open_data_key`] (one
+    /// X25519 open per grant, whatever checks come before the decision).
+    pub fn grant_opened(&self, req: &GrantRequest, data_key: &[u8; KEY_LEN]) -> Result<GrantReply> {
+        let data_key = *data_key;
         // Sealed before the decision: a device key nothing can be sealed to (a low-order
         // point, say) is refused before the ledger hears of the request.
         let seal = |info: &[u8], key: &[u8; KEY_LEN]| {
@@ -553,11 +608,13 @@ impl<L: Ledger> LicenseService for Authority<L> {
         Ok(GrantReply { grant, devices })
     }
 
-    fn release(&self, req: &ReleaseRequest, _: Interrupt<'_>) -> Result<ReleaseReply> {
+    /// A release whose proof [`Self::verify_release`] checked.
+    pub fn release_verified(&self, req: &ReleaseRequest) -> Result<ReleaseReply> {
         self.decide_release(req)
     }
 
-    fn reset(&self, req: &ResetRequest, _: Interrupt<'_>) -> Result<ResetReply> {
+    /// A reset whose header [`Self::open_data_key`] opened.
+    pub fn reset_verified(&self, req: &ResetRequest) -> Result<ResetReply> {
         self.decide_reset(req)
     }
 }

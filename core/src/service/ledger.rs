@@ -76,6 +76,43 @@ pub trait LedgerTx {
     fn last_reset(&mut self, lineage: &[u8; 16]) -> Result<Option<i64>>;
     fn put_reset(&mut self, lineage: &[u8; 16], at: i64) -> Result<()>;
     fn audit(&mut self, a: &AuditRecord) -> Result<()>;
+
+    /// For each of `lineages`, in order: whether `device` is counted for it and how many
+    /// devices are (first granted at or after `since`). A ledger answers in one statement.
+    fn states(
+        &mut self,
+        lineages: &[[u8; 16]],
+        device: &[u8],
+        since: i64,
+    ) -> Result<Vec<(bool, u64)>> {
+        lineages
+            .iter()
+            .map(|l| {
+                Ok((
+                    self.device_counted(l, device, since)?,
+                    self.lineage_count(l, since)?,
+                ))
+            })
+            .collect()
+    }
+    /// Counts `device` for every one of `lineages` from `now` (one statement).
+    fn count_devices(&mut self, lineages: &[[u8; 16]], device: &[u8], now: i64) -> Result<()> {
+        lineages
+            .iter()
+            .try_for_each(|l| self.count_device(l, device, now))
+    }
+    /// Stops counting `device` for every lineage (one statement); how many rows went.
+    fn remove_device_everywhere(&mut self, device: &[u8]) -> Result<u64> {
+        let mut n = 0;
+        for l in self.device_lineages(device, i64::MIN)? {
+            n += u64::from(self.remove_device(&l, device)?);
+        }
+        Ok(n)
+    }
+    /// Appends several audit records.
+    fn audit_all(&mut self, records: &[AuditRecord]) -> Result<()> {
+        records.iter().try_for_each(|a| self.audit(a))
+    }
 }
 
 /// A ledger database.
@@ -190,6 +227,14 @@ fn id16(v: Vec<u8>) -> rusqlite::Result<[u8; 16]> {
     })
 }
 
+/// The 16-byte IDs concatenated in parameter ?1, as rows `ids(i, l)` in their order: a batch
+/// of lineages in one statement.
+const SQLITE_IDS: &str = "WITH RECURSIVE ids(i, l) AS (
+        SELECT 0, substr(?1, 1, 16) WHERE length(?1) >= 16
+        UNION ALL
+        SELECT i + 1, substr(?1, (i + 1) * 16 + 1, 16) FROM ids WHERE (i + 2) * 16 <= length(?1)
+    )";
+
 struct SqliteTx<'a>(rusqlite::Transaction<'a>);
 
 impl LedgerTx for SqliteTx<'_> {
@@ -219,7 +264,10 @@ impl LedgerTx for SqliteTx<'_> {
         self.0
             .execute(
                 "INSERT INTO service_requests (request_id, kind, lineages, device, outcome,
-                 result, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 result, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (request_id) DO UPDATE SET kind = excluded.kind,
+                 lineages = excluded.lineages, device = excluded.device,
+                 outcome = excluded.outcome, result = excluded.result, at = excluded.at",
                 params![
                     &r.request_id[..],
                     r.kind,
@@ -318,6 +366,77 @@ impl LedgerTx for SqliteTx<'_> {
             )
             .map(drop)
             .map_err(ledger_err)
+    }
+
+    fn states(
+        &mut self,
+        lineages: &[[u8; 16]],
+        device: &[u8],
+        since: i64,
+    ) -> Result<Vec<(bool, u64)>> {
+        let mut stmt = self
+            .0
+            .prepare_cached(&format!(
+                "{SQLITE_IDS} SELECT
+                   EXISTS (SELECT 1 FROM devices d WHERE d.lineage_id = ids.l AND d.device = ?2
+                           AND d.first_grant >= ?3),
+                   (SELECT COUNT(*) FROM devices d WHERE d.lineage_id = ids.l
+                    AND d.first_grant >= ?3)
+                 FROM ids ORDER BY ids.i"
+            ))
+            .map_err(ledger_err)?;
+        let rows = stmt
+            .query_map(params![lineages.concat(), device, since], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(ledger_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(ledger_err)
+    }
+
+    fn count_devices(&mut self, lineages: &[[u8; 16]], device: &[u8], now: i64) -> Result<()> {
+        if lineages.is_empty() {
+            return Ok(());
+        }
+        self.0
+            .prepare_cached(&format!(
+                "{SQLITE_IDS} INSERT INTO devices (lineage_id, device, first_grant)
+                 SELECT l, ?2, ?3 FROM ids WHERE true
+                 ON CONFLICT (lineage_id, device) DO UPDATE SET first_grant = excluded.first_grant"
+            ))
+            .and_then(|mut s| s.execute(params![lineages.concat(), device, now]))
+            .map(drop)
+            .map_err(ledger_err)
+    }
+
+    fn remove_device_everywhere(&mut self, device: &[u8]) -> Result<u64> {
+        self.0
+            .execute("DELETE FROM devices WHERE device = ?1", [device])
+            .map(|n| n as u64)
+            .map_err(ledger_err)
+    }
+
+    fn audit_all(&mut self, records: &[AuditRecord]) -> Result<()> {
+        // One prepared statement for every row (SQLite has no round trips to save).
+        let mut stmt = self
+            .0
+            .prepare_cached(
+                "INSERT INTO audit (at, action, lineage_id, device, request_id, outcome, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(ledger_err)?;
+        for a in records {
+            stmt.execute(params![
+                a.at,
+                a.action,
+                a.lineage_id.as_ref().map(|l| &l[..]),
+                a.device,
+                a.request_id.as_ref().map(|l| &l[..]),
+                a.outcome,
+                a.detail
+            ])
+            .map_err(ledger_err)?;
+        }
+        Ok(())
     }
 
     fn audit(&mut self, a: &AuditRecord) -> Result<()> {
