@@ -6,6 +6,12 @@
    VERIFY_ONLY writing nothing (not even a pending device identity), and DataPath choosing the
    embedded service and the default store without setenv. */
 #include "test_util.h"
+
+#ifdef _WIN32
+int main(void) {
+  WMT_SKIP_ON_WINDOWS("test_files", "FIFOs, rlimits and signals are POSIX (Windows has none of them)");
+}
+#else
 #include "restorer_util.h"
 
 #include <signal.h>
@@ -384,3 +390,4 @@ int main(void) {
   wmt_rm_rf(g_home);
   return wmt_finish("test_files");
 }
+#endif

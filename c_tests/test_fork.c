@@ -2,6 +2,12 @@
    child starts its own workers instead of waiting forever for its parent's. */
 #include "test_util.h"
 
+#ifdef _WIN32
+int main(void) {
+  WMT_SKIP_ON_WINDOWS("test_fork", "fork() does not exist on Windows");
+}
+#else
+
 #include <sys/wait.h>
 
 static void on_event(const wm_event *e, void *ctx) {
@@ -54,3 +60,4 @@ int main(void) {
   wmt_rm_rf(home);
   return wmt_finish("test_fork");
 }
+#endif

@@ -4,13 +4,7 @@
 
 #include "wmlicense.h"
 
-#include <errno.h>
-#include <ftw.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "portable.h"
 
 static int wmt_failures = 0;
 
@@ -65,16 +59,6 @@ static inline void wmt_temp_dir(char *buf, size_t size, const char *tag) {
     fprintf(stderr, "mkdtemp(%s): %s\n", buf, strerror(errno));
     exit(1);
   }
-}
-
-static inline int wmt_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb; (void)flag; (void)ftw;
-  return remove(path);
-}
-
-/* Removes a directory tree (best effort). */
-static inline void wmt_rm_rf(const char *path) {
-  nftw(path, wmt_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Fills `l` with a license whose key ID is "kid-<n>" and content key derives from n. The

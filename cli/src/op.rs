@@ -24,12 +24,29 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+/// Windows: the console runs this on a thread of its own for Ctrl-C and Ctrl-Break.
+#[cfg(windows)]
+unsafe extern "system" fn on_console_ctrl(kind: u32) -> windows_sys::core::BOOL {
+    use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, CTRL_C_EVENT};
+    if kind == CTRL_C_EVENT || kind == CTRL_BREAK_EVENT {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+        1 // handled: the process goes on and cancels
+    } else {
+        0 // closing the console, logging off: the default (the process ends)
+    }
+}
+
 /// Ctrl-C sets a flag the waiting thread turns into a cancel.
 fn catch_ctrl_c() {
     #[cfg(unix)]
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+    #[cfg(windows)]
+    // SAFETY: the handler only stores to an atomic; it stays valid for the process's life.
+    unsafe {
+        windows_sys::Win32::System::Console::SetConsoleCtrlHandler(Some(on_console_ctrl), 1);
     }
 }
 

@@ -39,6 +39,7 @@ pub fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> 
     };
     let file = match options.open(path) {
         // A FIFO opened for writing without a reader.
+        #[cfg(unix)]
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(not_regular()),
         other => other?,
     };
@@ -65,9 +66,9 @@ pub fn open_regular_read(path: &Path) -> io::Result<File> {
     open_regular(path, OpenOptions::new().read(true))
 }
 
-/// An advisory, exclusive lock on a file or a directory (flock), held until dropped. Other
-/// processes see it; a process that dies releases it. On platforms without flock it is a no-op
-/// that always succeeds.
+/// An advisory, exclusive lock on a file (unix: flock, which also locks a directory; Windows:
+/// LockFileEx on one byte far beyond any content, so that reads and writes of the file are not
+/// blocked), held until dropped. Other processes see it; a process that dies releases it.
 pub struct FileLock {
     _file: File,
 }
@@ -87,6 +88,10 @@ impl FileLock {
                     Err(e)
                 };
             }
+        }
+        #[cfg(windows)]
+        if !win::try_lock(&file)? {
+            return Ok(None);
         }
         Ok(Some(FileLock { _file: file }))
     }
@@ -109,22 +114,44 @@ impl FileLock {
         }
     }
 
-    /// Locks the directory `dir` itself (it must exist), waiting as [`FileLock::lock`] does.
+    /// Locks the directory `dir` (it must exist), waiting as [`FileLock::lock`] does. Unix:
+    /// the directory itself. Windows, where a directory cannot be locked: the file
+    /// `.wmlicense.lock` inside it, created if needed and left in place.
     pub fn lock_dir(dir: &Path, cancelled: &dyn Fn() -> bool) -> io::Result<FileLock> {
-        FileLock::lock(File::open(dir)?, cancelled)
+        #[cfg(unix)]
+        let file = File::open(dir)?;
+        #[cfg(not(unix))]
+        let file = open_regular(
+            &dir.join(DIR_LOCK_FILE),
+            OpenOptions::new().create(true).truncate(false).write(true),
+        )?;
+        FileLock::lock(file, cancelled)
     }
 }
 
-/// Creates a directory (and its parents) readable only by the owner where the platform has modes.
+/// Where a directory's lock is on Windows (see [`FileLock::lock_dir`]).
+#[cfg(not(unix))]
+pub const DIR_LOCK_FILE: &str = ".wmlicense.lock";
+
+/// Creates a directory (and its parents) readable only by the owner: mode 0700 on unix, on
+/// Windows a protected DACL granting the owner and SYSTEM only (see [`win::owner_only`]), which
+/// what is created inside inherits.
 pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
+    #[cfg(windows)]
     {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
+        win::create_private_dir_all(dir)
     }
-    b.create(dir)
+    #[cfg(not(windows))]
+    {
+        let mut b = fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        b.create(dir)
+    }
 }
 
 /// A fresh temporary path beside `target` that no other writer uses.
@@ -138,16 +165,24 @@ pub fn temp_path_for(target: &Path) -> io::Result<PathBuf> {
     Ok(target.with_file_name(format!(".{name}.{}.{hex}.tmp", std::process::id())))
 }
 
-/// Creates a new file, readable and writable only by the owner (mode 0600).
+/// Creates a new file for writing, readable and writable only by the owner: mode 0600 on
+/// unix, the owner-only DACL on Windows (set at creation: no moment where others may open it).
 pub fn create_private_file(path: &Path) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
+    #[cfg(windows)]
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+        win::create_private_file(path)
     }
-    o.open(path)
+    #[cfg(not(windows))]
+    {
+        let mut o = OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        o.open(path)
+    }
 }
 
 /// Writes `bytes` to `path` only if `path` does not exist yet, atomically: readers see either
@@ -322,5 +357,194 @@ impl Write for WritebackFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// The Windows side of locks and owner-only files.
+#[cfg(windows)]
+pub mod win {
+    use std::fs::File;
+    use std::io;
+    use std::os::windows::ffi::OsStrExt;
+    use std::os::windows::io::{AsRawHandle, FromRawHandle};
+    use std::path::Path;
+    use windows_sys::Win32::Foundation::{
+        CloseHandle, LocalFree, ERROR_ALREADY_EXISTS, ERROR_LOCK_VIOLATION, HANDLE,
+        INVALID_HANDLE_VALUE,
+    };
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW,
+        SDDL_REVISION_1,
+    };
+    use windows_sys::Win32::Security::{
+        GetTokenInformation, TokenUser, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
+    };
+    use windows_sys::Win32::Storage::FileSystem::{
+        CreateDirectoryW, CreateFileW, LockFileEx, CREATE_NEW, FILE_ATTRIBUTE_NORMAL,
+        FILE_GENERIC_READ, FILE_GENERIC_WRITE, FILE_SHARE_DELETE, FILE_SHARE_READ,
+        FILE_SHARE_WRITE, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
+    };
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+    use windows_sys::Win32::System::IO::OVERLAPPED;
+
+    /// LockFileEx on one byte at 2^63 - 1: far beyond any content, so the lock (mandatory on
+    /// Windows for the range it covers) never blocks a read or a write of the file.
+    pub(super) fn try_lock(file: &File) -> io::Result<bool> {
+        // SAFETY: OVERLAPPED is plain data; zero is its documented initial state.
+        let mut at: OVERLAPPED = unsafe { std::mem::zeroed() };
+        at.Anonymous.Anonymous.Offset = u32::MAX;
+        at.Anonymous.Anonymous.OffsetHigh = i32::MAX as u32;
+        // SAFETY: a handle this file owns and an OVERLAPPED that outlives the (synchronous)
+        // call.
+        let ok = unsafe {
+            LockFileEx(
+                file.as_raw_handle() as HANDLE,
+                LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY,
+                0,
+                1,
+                0,
+                &mut at,
+            )
+        };
+        if ok != 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(ERROR_LOCK_VIOLATION as i32) {
+            Ok(false)
+        } else {
+            Err(e)
+        }
+    }
+
+    fn wide(path: &Path) -> Vec<u16> {
+        path.as_os_str().encode_wide().chain(Some(0)).collect()
+    }
+
+    /// A security descriptor whose protected DACL grants full access to the current user and to
+    /// SYSTEM only, inherited by files and directories created inside: what mode 0600/0700
+    /// (plus root) is on unix.
+    pub struct OwnerOnly(*mut core::ffi::c_void);
+
+    impl Drop for OwnerOnly {
+        fn drop(&mut self) {
+            // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW, freed
+            // once.
+            unsafe { LocalFree(self.0) };
+        }
+    }
+
+    impl OwnerOnly {
+        fn attributes(&self) -> SECURITY_ATTRIBUTES {
+            SECURITY_ATTRIBUTES {
+                nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+                lpSecurityDescriptor: self.0,
+                bInheritHandle: 0,
+            }
+        }
+    }
+
+    /// The current user's SID as a string (`S-1-5-21-…`).
+    fn user_sid() -> io::Result<String> {
+        // SAFETY: each call gets buffers of the sizes it is told; the token handle is closed
+        // and the string freed before returning.
+        unsafe {
+            let mut token: HANDLE = std::ptr::null_mut();
+            if OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut buf = vec![0u64; 128];
+            let mut len = 0u32;
+            let ok = GetTokenInformation(
+                token,
+                TokenUser,
+                buf.as_mut_ptr().cast(),
+                (buf.len() * 8) as u32,
+                &mut len,
+            );
+            let got = if ok == 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            };
+            CloseHandle(token);
+            got?;
+            let user = &*(buf.as_ptr() as *const TOKEN_USER);
+            let mut text: *mut u16 = std::ptr::null_mut();
+            if ConvertSidToStringSidW(user.User.Sid, &mut text) == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = (0..).take_while(|&i| *text.add(i) != 0).count();
+            let sid = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
+            LocalFree(text.cast());
+            Ok(sid)
+        }
+    }
+
+    /// The owner-only security descriptor (see [`OwnerOnly`]).
+    /// `inherit`: for a directory, whose files and subdirectories inherit it.
+    pub fn owner_only(inherit: bool) -> io::Result<OwnerOnly> {
+        let flags = if inherit { "OICI" } else { "" };
+        let sddl = format!("D:P(A;{flags};FA;;;SY)(A;{flags};FA;;;{})", user_sid()?);
+        let sddl: Vec<u16> = sddl.encode_utf16().chain(Some(0)).collect();
+        let mut sd = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated string; the descriptor is freed by OwnerOnly's drop.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                sddl.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnerOnly(sd))
+    }
+
+    pub(super) fn create_private_file(path: &Path) -> io::Result<File> {
+        let sd = owner_only(false)?;
+        let sa = sd.attributes();
+        let name = wide(path);
+        // SAFETY: a NUL-terminated path and attributes that outlive the call; the handle is
+        // owned by the File returned.
+        unsafe {
+            let h = CreateFileW(
+                name.as_ptr(),
+                FILE_GENERIC_READ | FILE_GENERIC_WRITE,
+                FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                &sa,
+                CREATE_NEW,
+                FILE_ATTRIBUTE_NORMAL,
+                std::ptr::null_mut(),
+            );
+            if h == INVALID_HANDLE_VALUE {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(File::from_raw_handle(h as _))
+        }
+    }
+
+    /// Creates `dir` and its missing parents, each with the owner-only descriptor.
+    pub(super) fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+        if dir.as_os_str().is_empty() || dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            create_private_dir_all(parent)?;
+        }
+        let sd = owner_only(true)?;
+        let sa = sd.attributes();
+        let name = wide(dir);
+        // SAFETY: a NUL-terminated path and attributes that outlive the call.
+        if unsafe { CreateDirectoryW(name.as_ptr(), &sa) } != 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(ERROR_ALREADY_EXISTS as i32) && dir.is_dir() {
+            return Ok(());
+        }
+        Err(e)
     }
 }

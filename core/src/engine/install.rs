@@ -11,15 +11,80 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// A staging directory: removed unless its store was installed. Its name is
-/// `.<store name>.<pid>.<16 hex digits>.tmp` beside the store's place, and it is locked (flock on
-/// the directory) for as long as it is in use, so that a sweep can tell a live writer's from a
+/// `.<store name>.<pid>.<16 hex digits>.tmp` beside the store's place, and it is locked (see
+/// [`StagingLock`]) for as long as it is in use, so that a sweep can tell a live writer's from a
 /// dead one's whatever the process, the namespace or the machine.
 pub(super) struct Staging {
     dir: PathBuf,
     installed: bool,
     /// Where a discarded staging store's deletion is left, so that it does not hold up END.
     cancel: Control,
-    _lock: FileLock,
+    lock: Option<StagingLock>,
+}
+
+/// What marks a staging directory as in use. Unix: flock on the directory itself. Windows, where
+/// a directory cannot be locked and a file held open inside one stops its rename: a sibling file
+/// with the same tag and the extension `lock` (`.<store name>.<pid>.<hex>.lock`), locked with
+/// LockFileEx; it is created before the directory and removed only after it, so a staging
+/// directory without one is a dead writer's too.
+struct StagingLock {
+    _lock: Option<FileLock>,
+    #[cfg(windows)]
+    file: PathBuf,
+}
+
+impl StagingLock {
+    /// Creates the directory `making` and locks it; nobody else can have it.
+    fn create(making: &Path) -> std::io::Result<StagingLock> {
+        let taken = || std::io::Error::other(format!("{} is locked by another", making.display()));
+        #[cfg(windows)]
+        {
+            let file = making.with_extension("lock");
+            let lock =
+                FileLock::try_lock(fsutil::create_private_file(&file)?)?.ok_or_else(taken)?;
+            if let Err(e) = fsutil::create_private_dir_all(making) {
+                let _ = fs::remove_file(&file);
+                return Err(e);
+            }
+            Ok(StagingLock {
+                _lock: Some(lock),
+                file,
+            })
+        }
+        #[cfg(not(windows))]
+        {
+            fsutil::create_private_dir_all(making)?;
+            let lock = FileLock::try_lock(fs::File::open(making)?)?.ok_or_else(taken)?;
+            Ok(StagingLock { _lock: Some(lock) })
+        }
+    }
+
+    /// Locks the staging directory `dir` that a sweep found: `None` while its writer lives.
+    fn try_claim(dir: &Path) -> std::io::Result<Option<StagingLock>> {
+        #[cfg(windows)]
+        {
+            let file = dir.with_extension("lock");
+            let lock = match fs::OpenOptions::new().write(true).open(&file) {
+                Ok(f) => match FileLock::try_lock(f)? {
+                    Some(lock) => Some(lock),
+                    None => return Ok(None),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            Ok(Some(StagingLock { _lock: lock, file }))
+        }
+        #[cfg(not(windows))]
+        {
+            Ok(FileLock::try_lock(fs::File::open(dir)?)?.map(|l| StagingLock { _lock: Some(l) }))
+        }
+    }
+
+    /// Called once the directory is gone: releases the lock (Windows: removes its file).
+    fn release(self) {
+        #[cfg(windows)]
+        let _ = fs::remove_file(&self.file);
+    }
 }
 
 impl Staging {
@@ -40,19 +105,17 @@ impl Staging {
         let dir = fsutil::temp_path_for(store_dir)
             .map_err(|e| Error::store("cannot name a staging directory", e))?;
         let making = dir.with_extension("new");
-        fsutil::create_private_dir_all(&making).map_err(|e| failed(&making, e))?;
-        let lock = FileLock::try_lock(fs::File::open(&making).map_err(|e| failed(&making, e))?)
-            .map_err(|e| failed(&making, e))?
-            .ok_or_else(|| Error::Store(format!("{} is locked by another", making.display())))?;
+        let lock = StagingLock::create(&making).map_err(|e| failed(&making, e))?;
         if let Err(e) = fs::rename(&making, &dir) {
             let _ = fs::remove_dir_all(&making);
+            lock.release();
             return Err(failed(&dir, e));
         }
         Ok(Staging {
             dir,
             installed: false,
             cancel: cancel.clone(),
-            _lock: lock,
+            lock: Some(lock),
         })
     }
 
@@ -63,9 +126,15 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if !self.installed {
+        let lock = self.lock.take();
+        if self.installed {
+            // Its content was moved out and the directory removed.
+            if let Some(lock) = lock {
+                lock.release();
+            }
+        } else {
             // Renamed at once so that nothing takes it for a store being built; deleting a
-            // large one takes a while, which is left for after END.
+            // large one takes a while, which is left for after END (locked until then).
             let hidden = self.dir.with_extension("discarded");
             let doomed = match fs::rename(&self.dir, &hidden) {
                 Ok(()) => hidden,
@@ -73,6 +142,9 @@ impl Drop for Staging {
             };
             self.cancel.defer(move || {
                 let _ = fs::remove_dir_all(doomed);
+                if let Some(lock) = lock {
+                    lock.release();
+                }
             });
         }
     }
@@ -120,12 +192,11 @@ pub(super) fn sweep_dead_staging(store_dir: &Path) {
             continue;
         }
         let path = entry.path();
-        let Ok(dir) = fs::File::open(&path) else {
-            continue;
-        };
-        if let Ok(Some(_dead)) = FileLock::try_lock(dir) {
+        if let Ok(Some(dead)) = StagingLock::try_claim(&path) {
             // Deleted while locked: a writer starting now cannot pick it up.
-            let _ = fs::remove_dir_all(&path);
+            if fs::remove_dir_all(&path).is_ok() {
+                dead.release();
+            }
         }
     }
 }
