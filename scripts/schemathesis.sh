@@ -7,7 +7,8 @@
 # policy — 403/409/422/429 — but never with 400/408/413).
 #
 # Environment: WMLICENSE_SCHEMATHESIS_EXAMPLES (default 100 per operation and run),
-# WMLICENSE_SCHEMATHESIS_VERSION (default 4.32.5), WMLICENSE_JOBS (build, default 2).
+# WMLICENSE_SCHEMATHESIS_VERSION (default 4.32.5), WMLICENSE_SERVICE_BIN (a service binary
+# to use instead of building one), WMLICENSE_JOBS (build, default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples=${WMLICENSE_SCHEMATHESIS_EXAMPLES:-100}
@@ -29,9 +30,12 @@ echo "== schemathesis $version in a throwaway virtualenv" >&2
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "schemathesis==$version" >&2
 
-echo "== building wmlicense-service" >&2
-cargo build -q -p wmlicense-service -j "$jobs" >&2
-bin=$PWD/target/debug/wmlicense-service
+bin=${WMLICENSE_SERVICE_BIN:-}
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+  echo "== building wmlicense-service" >&2
+  cargo build -q -p wmlicense-service -j "$jobs" >&2
+  bin=$PWD/target/debug/wmlicense-service
+fi
 
 token=schemathesis-admin-token-0123456789
 printf '%s\n' "$token" >"$work/token"

@@ -12,8 +12,10 @@
 #                                 libraries, the README's snippet, outside projects consuming the
 #                                 installed tree), the system-SQLite build of wmlicense-core, a
 #                                 Release build of this project installed and consumed by an
-#                                 outside project, and the whole C suite again under ASan/UBSan.
-#                                 `.ci/run` runs this.
+#                                 outside project, the whole C suite again under ASan/UBSan,
+#                                 schemathesis against the running service, and the other
+#                                 platforms (scripts/cross.sh: Windows under Wine, aarch64 and
+#                                 s390x under qemu). `.ci/run` runs this.
 #
 # WMLICENSE_TEST_FULL=1 gives the quick tier the full sizes too. WMLICENSE_JOBS (default 2) is
 # the parallelism; WMLICENSE_CMAKE_ARGS is passed to every cmake configure.
@@ -131,5 +133,20 @@ if [ "$full" = 1 ]; then
   stage "ctest (sanitized; not packaging or the crash harness)"
   rm -rf build-asan/test-tmp
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -LE 'packaging|crash'
+
+  stage "schemathesis against the service's OpenAPI description (scripts/schemathesis.sh)"
+  # The service binary `cargo test --workspace` built above (a `cargo build -p` would unify
+  # features differently and rebuild its dependencies).
+  WMLICENSE_SERVICE_BIN=$PWD/target/debug/wmlicense-service bash scripts/schemathesis.sh
+
+  if [ -x /usr/bin/x86_64-w64-mingw32-gcc ] && [ -x /usr/bin/qemu-s390x-static ] && [ -d /usr/lib/rustlib/src/rust/library/std ]; then
+    stage "other platforms (scripts/cross.sh): Windows under Wine, aarch64 and s390x under qemu"
+    bash scripts/cross.sh
+  elif [ "${CI:-}" = true ]; then
+    echo "the cross toolchains are missing (CI=true: .ci/run installs them)" >&2
+    exit 1
+  else
+    stage "(no cross toolchains: scripts/cross.sh is skipped; see its header for the packages)"
+  fi
 fi
 stage "done ($([ "$full" = 1 ] && echo full || echo quick) tier)"
