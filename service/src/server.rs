@@ -614,6 +614,14 @@ async fn read_body(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        // Answered at once; what the client sends meanwhile is read and dropped for a moment
+        // (at most 1 MiB, 2 s), so that closing does not reset the connection before the
+        // client has read the answer.
+        let body = req.into_body();
+        tokio::spawn(async move {
+            let drain = axum::body::to_bytes(body, 1 << 20);
+            let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        });
         return closing(refusal(
             413,
             "payload_too_large",
