@@ -393,12 +393,6 @@ struct OpState {
   std::exception_ptr callback_error;  // the first exception the user's callback threw
 };
 
-/** The restorer currently delivering an event on this thread (nullptr: none). */
-inline const void *&delivering() noexcept {
-  thread_local const void *current = nullptr;
-  return current;
-}
-
 /** Everything the C callback reaches: lives as long as the restorer or an Operation of it. */
 struct RestorerState : std::enable_shared_from_this<RestorerState> {
   explicit RestorerState(std::function<void(const wm_event &)> f) : on_event(std::move(f)) {}
@@ -409,6 +403,9 @@ struct RestorerState : std::enable_shared_from_this<RestorerState> {
   wm_backup_restorer *handle = nullptr;  // nullptr once destroy began (tokens are never reused)
   std::deque<std::shared_ptr<OpState>> pending;  // started, END not yet seen; in start order
   bool close_after_callback = false;
+  // Callbacks of this restorer running now (0 or 1). Not a copy of the library's state: it says
+  // whether the state may be closed now or only when the running callback returns.
+  int callbacks_running = 0;
   // Held across a start call and its bookkeeping, so that `pending` is in the order the
   // library runs the operations.
   std::mutex start_mu;
@@ -458,12 +455,11 @@ struct RestorerState : std::enable_shared_from_this<RestorerState> {
     // A destroy from inside the user's callback must not free what this frame still uses.
     std::shared_ptr<RestorerState> self = static_cast<RestorerState *>(ctx)->weak_from_this().lock();
     if (!self) return;
-    const void *previous = delivering();
-    delivering() = self.get();
     const bool is_end = e->status == WM_STATUS_BACKUPRESTORE_END;
     std::shared_ptr<OpState> op;
     {
       std::lock_guard<std::mutex> g(self->mu);
+      ++self->callbacks_running;
       if (!self->pending.empty()) {
         op = self->pending.front();
         if (is_end) {
@@ -490,10 +486,10 @@ struct RestorerState : std::enable_shared_from_this<RestorerState> {
     {
       std::lock_guard<std::mutex> g(self->mu);
       if (op && is_end) op->done = true;
+      --self->callbacks_running;
       close_now = self->close_after_callback;
     }
     self->cv.notify_all();
-    delivering() = previous;
     if (close_now) self->close();
   }
 };
@@ -518,10 +514,10 @@ class Operation {
    * exception is rethrown instead (result() still has END). Error(WM_E_HANDLE) when the
    * restorer was destroyed before END could arrive; Error(WM_E_BACKUPRESTORE_BUSY) when called
    * from the restorer's own callback before this operation's END (it would wait for itself).
-   * From the callback of another BackupRestorer it waits through wm_backup_restorer_wait (which
-   * lends the library's worker pool a thread meanwhile and refuses, with
-   * WM_E_BACKUPRESTORE_BUSY, a wait that would close a cycle of callbacks), so there it also
-   * waits for operations started from this one's END.
+   * It waits through wm_backup_restorer_wait (which lends the library's worker pool a thread
+   * when called from another restorer's callback and refuses, with WM_E_BACKUPRESTORE_BUSY, a
+   * wait that would close a cycle of callbacks), so it also waits for operations started from
+   * this one's END.
    */
   wm_hresult wait() { return *wait_until(std::nullopt); }
 
@@ -586,25 +582,35 @@ class Operation {
   std::optional<wm_hresult> wait_until(Deadline deadline) {
     if (!op_) detail::throw_closed("wmlicense::Operation");
     detail::RestorerState &st = *state_;
-    const void *inside = detail::delivering();
     std::unique_lock<std::mutex> lk(st.mu);
-    if (inside == &st) {
-      // In this restorer's own callback: only an operation whose END is (or was) delivered.
-      if (!op_->result.ended && !op_->abandoned)
-        throw Error(WM_E_BACKUPRESTORE_BUSY,
-                    "Operation::wait() in the restorer's own callback before the operation's END "
-                    "would wait for itself");
-      return outcome(lk);
-    }
-    if (inside && !op_->done && !op_->abandoned && st.handle) {
-      // In another restorer's callback, on a library worker: the library's own wait lends the
-      // worker pool a thread meanwhile (the operation may be queued behind this callback) and
-      // detects callbacks waiting for each other.
+    bool waited = false;
+    if (!op_->done && !op_->abandoned && st.handle) {
+      // The library says whether this thread may wait (the wrapper keeps no copy of its state):
+      // from the restorer's own callback it answers at once, idle inside END and
+      // WM_E_BACKUPRESTORE_BUSY while an operation runs (it would wait for itself); elsewhere
+      // it waits, lending the worker pool a thread when called from another restorer's
+      // callback, and refuses a wait that would close a cycle of callbacks.
       wm_backup_restorer *h = st.handle;
       lk.unlock();
-      wm_hresult hr = wm_backup_restorer_wait(h, deadline ? detail::timeout_ms(remaining(*deadline)) : detail::kInfinite);
-      if (WM_FAILED(hr) && hr != WM_E_HANDLE) throw Error::last(hr);
+      wm_hresult hr = wm_backup_restorer_wait(h, 0);
+      if (hr == WM_S_FALSE)
+        hr = wm_backup_restorer_wait(h, deadline ? detail::timeout_ms(remaining(*deadline)) : detail::kInfinite);
+      else
+        waited = true;  // answered at once: this is the restorer's own callback, or it is idle
       lk.lock();
+      if (hr == WM_E_BACKUPRESTORE_BUSY) {
+        // In the restorer's own callback before this operation's END (it would wait for
+        // itself), or where the wait would close a cycle of callbacks: the library's message.
+        if (!op_->result.ended && !op_->abandoned) {
+          lk.unlock();
+          throw Error::last(hr);
+        }
+        return outcome(lk);  // inside its own END, which started the next operation
+      }
+      if (WM_FAILED(hr) && hr != WM_E_HANDLE) throw Error::last(hr);
+      if (hr == WM_S_FALSE) return std::nullopt;
+      // Idle at once with END seen and the callback not back: inside that END's callback.
+      if (waited && op_->result.ended && !op_->done) return outcome(lk);
     }
     auto over = [this] { return op_->done || op_->abandoned; };
     if (deadline) {
@@ -612,7 +618,7 @@ class Operation {
     } else {
       st.cv.wait(lk, over);
     }
-    if (!inside && op_->done && st.pending.empty() && st.handle) {
+    if (!waited && op_->done && st.pending.empty() && st.handle) {
       // What the library does after END (deleting a store a cancelled restore discarded, say)
       // is part of the operation: its own wait returns after it. Skipped when the next
       // operation has started already (it runs only after that work).
@@ -688,14 +694,18 @@ class BackupRestorer {
       h = st->handle;
     }
     wm_backup_restorer_destroy(h);
-    if (detail::delivering() == st.get()) {
-      // Inside its own callback: no further events; the callback's frame closes the state.
+    {
+      // A callback still running after destroy returned is this restorer's own (destroy waits
+      // for every other one, except where waiting would close a cycle of callbacks): no further
+      // events, and the callback's frame closes the state when it returns.
       std::lock_guard<std::mutex> g(st->mu);
-      st->handle = nullptr;
-      st->close_after_callback = true;
-    } else {
-      st->close();
+      if (st->callbacks_running > 0) {
+        st->handle = nullptr;
+        st->close_after_callback = true;
+        return;
+      }
     }
+    st->close();
   }
 
   explicit operator bool() const noexcept { return state_ != nullptr; }
