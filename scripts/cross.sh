@@ -19,7 +19,7 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(windows aarch64 s390x)
 
 # Debian's toolchain, not rustup's: it has the standard library's sources for every target.
-export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
+export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
 cargo=/usr/bin/cargo
 export CARGO_TARGET_DIR="$root/target/cross"
 jobs=${CROSS_JOBS:-2}
