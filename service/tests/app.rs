@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tower::ServiceExt;
-use wmlicense_core::crypto::{self, SealedKey};
-use wmlicense_core::format::{Header, VERSION};
+use wmlicense_core::crypto;
+use wmlicense_core::format::Header;
 use wmlicense_core::identity::DeviceIdentity;
 use wmlicense_core::service::wire::{GrantBody, ReleaseBody};
 use wmlicense_core::service::{
@@ -19,6 +19,9 @@ use wmlicense_core::service::{
 };
 use wmlicense_service::ledger::AnyLedger;
 use wmlicense_service::{app, Config, Peer, Service};
+
+mod common;
+use common::sealed_header as header;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -101,26 +104,6 @@ async fn call(router: &axum::Router, req: Request<Body>) -> (StatusCode, serde_j
         .unwrap();
     let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     (status, v)
-}
-
-fn header(key: &ServiceKey, lineages: &[[u8; 16]]) -> Header {
-    let mut h = Header {
-        version: VERSION,
-        backup_id: crypto::random_array().unwrap(),
-        lineage_id: lineages[0],
-        source_device_id: [3; 16],
-        created_at: 1,
-        license_count: 0,
-        service_key_id: key.key_id,
-        chunk_size: 4096,
-        lineages: lineages.to_vec(),
-        sealed_data_key: SealedKey {
-            encapped: [0; 32],
-            ciphertext: [0; 48],
-        },
-    };
-    h.seal_data_key(&key.public_key, &[7; 32]).unwrap();
-    h
 }
 
 fn lineages(n: usize) -> Vec<[u8; 16]> {

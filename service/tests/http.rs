@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use wmlicense_core::crypto::{self, KeyPair, SealedKey};
-use wmlicense_core::format::{Header, VERSION};
+use wmlicense_core::crypto::{self, KeyPair};
+use wmlicense_core::format::Header;
 use wmlicense_core::identity::DeviceIdentity;
 use wmlicense_core::service::wire::{
     PATH_GRANT, PATH_HEALTH, PATH_RELEASE, PATH_RESET, PATH_SERVICE_KEY,
@@ -17,6 +17,9 @@ use wmlicense_core::service::{
     hex, GrantRequest, LicenseService, NetworkService, ReleaseRequest, ResetRequest, ServiceKey,
 };
 use wmlicense_core::Error;
+
+mod common;
+use common::sealed_header as header;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -113,27 +116,6 @@ impl Drop for Service {
         let _ = self.child.wait();
         std::fs::remove_dir_all(&self.dir).ok();
     }
-}
-
-/// A version 2 header over `lineages`, sealed to `key`.
-fn header(key: &ServiceKey, lineages: &[[u8; 16]]) -> Header {
-    let mut h = Header {
-        version: VERSION,
-        backup_id: crypto::random_array().unwrap(),
-        lineage_id: lineages[0],
-        source_device_id: [3; 16],
-        created_at: 1,
-        license_count: 0,
-        service_key_id: key.key_id,
-        chunk_size: 4096,
-        lineages: lineages.to_vec(),
-        sealed_data_key: SealedKey {
-            encapped: [0; 32],
-            ciphertext: [0; 48],
-        },
-    };
-    h.seal_data_key(&key.public_key, &[7; 32]).unwrap();
-    h
 }
 
 fn grant_body(h: &Header, dev: &KeyPair) -> String {

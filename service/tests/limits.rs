@@ -14,11 +14,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-use wmlicense_core::crypto::{self, KeyPair, SealedKey};
-use wmlicense_core::format::{Header, VERSION};
-use wmlicense_core::service::{
-    hex, Ledger, LicenseService, NetworkService, ServiceKey, SqliteLedger,
-};
+use wmlicense_core::crypto::{self, KeyPair};
+use wmlicense_core::format::Header;
+use wmlicense_core::service::{hex, Ledger, LicenseService, NetworkService, SqliteLedger};
+
+mod common;
+use common::sealed_header as sealed;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 /// How long a read may wait for what a timeout of 1 s must bring: a hang, not a slow machine.
@@ -333,26 +334,6 @@ fn sigterm_exits_zero_with_an_idle_keep_alive_connection() {
         .expect("SIGTERM: still running after 30 s with an idle connection (drain is 60 s)");
     assert!(status.success(), "SIGTERM: exited with {status}");
     assert_closed_by_server(&mut s, "the idle connection at shutdown");
-}
-
-fn sealed(key: &ServiceKey, lineages: &[[u8; 16]]) -> Header {
-    let mut h = Header {
-        version: VERSION,
-        backup_id: crypto::random_array().unwrap(),
-        lineage_id: lineages[0],
-        source_device_id: [3; 16],
-        created_at: 1,
-        license_count: 0,
-        service_key_id: key.key_id,
-        chunk_size: 4096,
-        lineages: lineages.to_vec(),
-        sealed_data_key: SealedKey {
-            encapped: [0; 32],
-            ciphertext: [0; 48],
-        },
-    };
-    h.seal_data_key(&key.public_key, &[7; 32]).unwrap();
-    h
 }
 
 fn grant_request(h: &Header) -> String {
