@@ -98,6 +98,9 @@ fi
 valgrind=OFF
 if [ "$full" = 1 ] && command -v valgrind >/dev/null 2>&1; then
   valgrind=ON
+elif [ "$full" = 1 ] && [ "${CI:-}" = true ]; then
+  echo "valgrind is missing (CI=true: .ci/run installs it)" >&2
+  exit 1
 fi
 
 stage "cmake build (Debug; valgrind runs: $valgrind)"
